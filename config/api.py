@@ -1,0 +1,151 @@
+"""The JSON API for scripts: /api/..., authenticated by a per-user token
+("Authorization: Token <key>") or the browser session.
+
+Creation goes through the same forms as the pages, so a rule is written once; access goes
+through accounts.access like everything else.
+"""
+
+from django.shortcuts import get_object_or_404
+from rest_framework import serializers, status
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.access import can_edit, get_visible_or_404
+from datasets import imaging
+from datasets.forms import DatasetForm
+from datasets.models import Dataset
+from training import inference
+from training.forms import ExperimentForm
+from training.models import EpochMetric, Experiment
+
+
+class DatasetSerializer(serializers.ModelSerializer):
+    owner = serializers.StringRelatedField()
+    team = serializers.StringRelatedField()
+
+    class Meta:
+        model = Dataset
+        fields = [
+            "id", "name", "owner", "team", "visibility", "source_folder", "width", "height", "channels",
+            "resize_mode", "val_percent", "status", "error", "progress_done", "progress_total", "classes",
+            "counts", "skipped", "created", "started", "finished",
+        ]  # fmt: skip
+
+
+class MetricSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = EpochMetric
+        fields = ["epoch", "train_loss", "val_loss", "val_accuracy", "learning_rate", "images_per_second", "seconds"]
+
+
+class ExperimentSerializer(serializers.ModelSerializer):
+    owner = serializers.StringRelatedField()
+    team = serializers.StringRelatedField()
+    snapshots = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Experiment
+        fields = [
+            "id", "name", "owner", "team", "visibility", "dataset", "network", "epochs", "batch_size",
+            "learning_rate", "solver", "seed", "status", "error", "device", "created", "started", "finished",
+            "snapshots",
+        ]  # fmt: skip
+
+    def get_snapshots(self, experiment):
+        return [snapshot.epoch for snapshot in experiment.snapshots.all()]
+
+
+class ExperimentDetailSerializer(ExperimentSerializer):
+    metrics = MetricSerializer(many=True, read_only=True)
+
+    class Meta(ExperimentSerializer.Meta):
+        fields = ExperimentSerializer.Meta.fields + ["metrics"]
+
+
+def _create_with_form(form_class, request):
+    form = form_class(data=request.data, user=request.user)
+    if not form.is_valid():
+        raise ValidationError(form.errors.get_json_data())
+    obj = form.save(commit=False)
+    obj.owner = request.user
+    obj.save()
+    return obj
+
+
+class DatasetList(APIView):
+    def get(self, request):
+        datasets = Dataset.objects.visible_to(request.user).select_related("owner", "team")
+        return Response(DatasetSerializer(datasets, many=True).data)
+
+    def post(self, request):
+        dataset = _create_with_form(DatasetForm, request)
+        dataset.enqueue_build()
+        return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
+
+
+class DatasetDetail(APIView):
+    def get(self, request, pk):
+        dataset = get_visible_or_404(Dataset.objects.select_related("owner", "team"), request.user, pk=pk)
+        return Response(DatasetSerializer(dataset).data)
+
+
+class ExperimentList(APIView):
+    def get(self, request):
+        experiments = (
+            Experiment.objects.visible_to(request.user)
+            .select_related("owner", "team")
+            .prefetch_related("snapshots")
+        )
+        return Response(ExperimentSerializer(experiments, many=True).data)
+
+    def post(self, request):
+        experiment = _create_with_form(ExperimentForm, request)
+        experiment.enqueue_training()
+        return Response(ExperimentSerializer(experiment).data, status=status.HTTP_201_CREATED)
+
+
+class ExperimentDetail(APIView):
+    def get(self, request, pk):
+        experiment = get_visible_or_404(Experiment.objects.select_related("owner", "team"), request.user, pk=pk)
+        return Response(ExperimentDetailSerializer(experiment).data)
+
+
+class ExperimentAbort(APIView):
+    def post(self, request, pk):
+        experiment = get_visible_or_404(Experiment.objects, request.user, pk=pk)
+        if not can_edit(request.user, experiment):
+            raise PermissionDenied("You may view this experiment but not abort it.")
+        experiment.request_abort()
+        return Response(ExperimentSerializer(experiment).data)
+
+
+class ExperimentClassify(APIView):
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    def post(self, request, pk):
+        experiment = get_visible_or_404(Experiment.objects.select_related("dataset"), request.user, pk=pk)
+        image = request.FILES.get("image")
+        if image is None:
+            raise ValidationError({"image": "Attach the image to classify as the multipart field 'image'."})
+        epoch = request.data.get("snapshot")
+        snapshots = experiment.snapshots.all()
+        if epoch not in (None, ""):
+            snapshot = get_object_or_404(snapshots, epoch=epoch)
+        else:
+            snapshot = snapshots.first()  # newest first
+        if snapshot is None:
+            raise ValidationError({"snapshot": "This experiment has no snapshot yet."})
+        try:
+            predictions = inference.classify(snapshot, image)
+        except imaging.ImagingError as exc:
+            raise ValidationError({"image": str(exc)}) from None
+        return Response(
+            {
+                "snapshot": snapshot.epoch,
+                "predictions": [{"label": p.label, "probability": p.probability} for p in predictions],
+            }
+        )
+
+

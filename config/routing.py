@@ -1,0 +1,9 @@
+from django.urls import path
+
+from datasets.consumers import DatasetConsumer
+from training.consumers import ExperimentConsumer
+
+websocket_urlpatterns = [
+    path("ws/datasets/<int:pk>/", DatasetConsumer.as_asgi()),
+    path("ws/experiments/<int:pk>/", ExperimentConsumer.as_asgi()),
+]

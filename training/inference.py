@@ -1,0 +1,56 @@
+"""Classify images with a snapshot: the dataset's own preprocessing, the same network
+code and the engine's predict. Runs in the web process on the CPU (asgi.py pins JAX to
+it); loaded models are kept per snapshot file so the second image is fast."""
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from datasets import imaging
+
+TOP_K = 5
+
+
+@dataclass
+class Prediction:
+    label: str
+    probability: float
+
+    @property
+    def percent(self):
+        return 100 * self.probability
+
+
+def classify(snapshot, image_file, top_k=TOP_K):
+    """Top classes for one uploaded image. Raises imaging.ImagingError for a file that
+    is not a usable image."""
+    from training import engine
+
+    experiment = snapshot.experiment
+    dataset = experiment.dataset
+    pixels = imaging.load_image(
+        image_file,
+        width=dataset.width,
+        height=dataset.height,
+        channels=dataset.channels,
+        resize_mode=dataset.resize_mode,
+    )
+    model = _load_model(snapshot.path, experiment.network, dataset.image_shape, len(dataset.classes))
+    mean = _load_mean(str(dataset.directory / "mean.npy"))
+    probabilities = engine.predict(model, pixels[np.newaxis], mean)[0]
+    best = np.argsort(probabilities)[::-1][:top_k]
+    return [Prediction(dataset.classes[i], float(probabilities[i])) for i in best]
+
+
+@functools.lru_cache(maxsize=8)
+def _load_model(path, network, input_shape, num_classes):
+    from training import engine
+
+    with open(path, "rb") as f:
+        return engine.load_model(f.read(), network, input_shape, num_classes)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_mean(path):
+    return np.load(path)
