@@ -31,8 +31,7 @@ def train(experiment_id):
 
     from training import engine
 
-    device = jax.devices()[0]
-    Experiment.objects.filter(pk=experiment.pk).update(device=f"{device.platform.upper()}: {device.device_kind}")
+    Experiment.objects.filter(pk=experiment.pk).update(device=describe_devices(jax.devices()))
     _send_status(experiment)
 
     try:
@@ -62,6 +61,13 @@ def train(experiment_id):
         raise
 
     _finish(experiment, Experiment.Status.ABORTED if result.stopped else Experiment.Status.DONE)
+
+
+def describe_devices(devices):
+    if devices[0].platform == "cpu":
+        return "CPU (this worker has no GPU)"
+    kinds = sorted({d.device_kind for d in devices})
+    return f"{len(devices)} × {', '.join(kinds)}" if len(devices) > 1 else f"GPU {devices[0].device_kind}"
 
 
 def load_arrays(dataset):

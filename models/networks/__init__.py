@@ -41,3 +41,15 @@ def build_network(
 def count_params(model: nnx.Module) -> int:
     """Number of trainable parameters (works on ``nnx.eval_shape`` models too)."""
     return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def check_input(name: str, input_shape: tuple[int, int, int], num_classes: int) -> str | None:
+    """Why network ``name`` cannot take this dataset, in the user's words, or None.
+
+    Built under ``nnx.eval_shape``: only shapes are traced, no weights are allocated.
+    """
+    try:
+        nnx.eval_shape(lambda: build_network(name, input_shape, num_classes, rngs=nnx.Rngs(0)))
+    except ValueError as exc:
+        return str(exc)
+    return None
