@@ -138,7 +138,7 @@ class ExperimentClassify(APIView):
         if snapshot is None:
             raise ValidationError({"snapshot": "This experiment has no snapshot yet."})
         try:
-            predictions = inference.classify(snapshot, image)
+            predictions = inference.classify(snapshot, image).predictions
         except imaging.ImagingError as exc:
             raise ValidationError({"image": str(exc)}) from None
         return Response(

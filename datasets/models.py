@@ -97,13 +97,19 @@ class Dataset(models.Model):
         return self.split_total("val")
 
     def class_rows(self):
-        """(class name, train count, validation count) per class, for the page."""
+        """Per class: name, counts per split and each count as a share of the largest
+        class (the page draws those as bars)."""
         train = self.counts.get("train", [])
         val = self.counts.get("val", [])
-        return [
-            (name, train[i] if i < len(train) else 0, val[i] if i < len(val) else 0)
+        rows = [
+            {"name": name, "train": train[i] if i < len(train) else 0, "val": val[i] if i < len(val) else 0}
             for i, name in enumerate(self.classes)
         ]
+        largest = max((row["train"] + row["val"] for row in rows), default=0) or 1
+        for row in rows:
+            row["train_share"] = 100 * row["train"] / largest
+            row["val_share"] = 100 * row["val"] / largest
+        return rows
 
     def enqueue_build(self):
         enqueue_on_commit("datasets", "datasets.jobs.build", self.pk, on_failure="datasets.jobs.on_failure")

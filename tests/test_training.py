@@ -102,7 +102,9 @@ def test_a_worker_trains_lenet_and_the_socket_sees_each_epoch(client, alice, mni
         reverse("experiment-classify", args=[experiment.pk]),
         {"snapshot": snapshot.pk, "image": io.BytesIO(seven)},
     )
-    predictions = page.context["predictions"]
+    classification = page.context["classification"]
+    assert classification.pixels.shape == (28, 28, 1)
+    predictions = classification.predictions
     assert len(predictions) == 5
     assert sum(p.probability for p in predictions) <= 1.0 + 1e-6
     assert predictions == sorted(predictions, key=lambda p: -p.probability)
@@ -126,7 +128,7 @@ def test_a_worker_trains_lenet_and_the_socket_sees_each_epoch(client, alice, mni
     refused = client.post(
         reverse("experiment-classify", args=[experiment.pk]), {"snapshot": snapshot.pk, "image": not_an_image}
     )
-    assert refused.context["predictions"] is None
+    assert refused.context["classification"] is None
     assert "not an image" in " ".join(refused.context["classify_form"].errors["image"])
 
 

@@ -2,10 +2,13 @@
 code and the engine's predict. Runs in the web process on the CPU (asgi.py pins JAX to
 it); loaded models are kept per snapshot file so the second image is fast."""
 
+import base64
 import functools
+import io
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from datasets import imaging
 
@@ -22,9 +25,21 @@ class Prediction:
         return 100 * self.probability
 
 
+@dataclass
+class Classification:
+    predictions: list[Prediction]
+    pixels: np.ndarray  # what the network saw: the image after the dataset's preprocessing
+
+    def pixels_data_uri(self):
+        image = Image.fromarray(self.pixels[..., 0] if self.pixels.shape[-1] == 1 else self.pixels)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
 def classify(snapshot, image_file, top_k=TOP_K):
-    """Top classes for one uploaded image. Raises imaging.ImagingError for a file that
-    is not a usable image."""
+    """The top classes for one uploaded image. Raises imaging.ImagingError for a file
+    that is not a usable image."""
     from training import engine
 
     experiment = snapshot.experiment
@@ -40,7 +55,7 @@ def classify(snapshot, image_file, top_k=TOP_K):
     mean = _load_mean(str(dataset.directory / "mean.npy"))
     probabilities = engine.predict(model, pixels[np.newaxis], mean)[0]
     best = np.argsort(probabilities)[::-1][:top_k]
-    return [Prediction(dataset.classes[i], float(probabilities[i])) for i in best]
+    return Classification([Prediction(dataset.classes[i], float(probabilities[i])) for i in best], pixels)
 
 
 @functools.lru_cache(maxsize=8)

@@ -52,7 +52,7 @@ def experiment_new(request):
     return render(request, "training/new.html", {"form": form})
 
 
-def experiment_detail(request, pk, classify_form=None, predictions=None):
+def experiment_detail(request, pk, classify_form=None, classification=None):
     experiment = get_visible_or_404(
         Experiment.objects.select_related("dataset", "owner", "team"), request.user, pk=pk
     )
@@ -63,7 +63,7 @@ def experiment_detail(request, pk, classify_form=None, predictions=None):
         "metrics": [row.as_event() for row in experiment.metrics.all()],
         "snapshots": snapshots,
         "classify_form": classify_form or ClassifyForm(snapshots=snapshots),
-        "predictions": predictions,
+        "classification": classification,
     }
     return render(request, "training/detail.html", ctx)
 
@@ -72,13 +72,13 @@ def experiment_detail(request, pk, classify_form=None, predictions=None):
 def experiment_classify(request, pk):
     experiment = get_visible_or_404(Experiment.objects.select_related("dataset"), request.user, pk=pk)
     form = ClassifyForm(request.POST, request.FILES, snapshots=experiment.snapshots.all())
-    predictions = None
+    classification = None
     if form.is_valid():
         try:
-            predictions = inference.classify(form.cleaned_data["snapshot"], form.cleaned_data["image"])
+            classification = inference.classify(form.cleaned_data["snapshot"], form.cleaned_data["image"])
         except imaging.ImagingError as exc:
             form.add_error("image", str(exc))
-    return experiment_detail(request, pk, classify_form=form, predictions=predictions)
+    return experiment_detail(request, pk, classify_form=form, classification=classification)
 
 
 @require_POST
