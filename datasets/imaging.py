@@ -23,9 +23,10 @@ import uuid
 import warnings
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import BinaryIO
 
@@ -46,6 +47,7 @@ _PROGRESS_INTERVAL = 0.1  # seconds
 
 Source = str | os.PathLike[str] | BinaryIO
 ProgressCallback = Callable[[int, int], object]
+_Job = tuple[str, list[tuple[str, int]]]  # split name, (path, label) items
 
 
 class ImagingError(Exception):
@@ -77,6 +79,8 @@ def load_image(
     * ``crop``: keep the aspect ratio, fill the target and cut off the centred overflow;
     * ``fill``: keep the aspect ratio, fit inside the target and pad both sides with noise;
     * ``half_crop``: halfway between the two, so it crops a little and pads a little.
+
+    Raises ImagingError when source is not a readable image, ValueError for impossible geometry.
     """
     _check_geometry(width, height, channels, resize_mode)
     with warnings.catch_warnings():
@@ -298,8 +302,8 @@ def build_dataset(
 ) -> BuildResult:
     """Build a dataset from class folders under source_root into out_dir, which must not exist.
 
-    Images are decoded in a pool of `workers` processes (default: one per CPU) and streamed into
-    preallocated memory-mapped .npy files, so memory use does not grow with the dataset.  Files that
+    Images are decoded in a pool of `workers` processes (default: one per CPU) and streamed in
+    order into the .npy files, so memory use does not grow with the dataset.  Files that
     cannot be decoded are skipped and listed in the result.  Everything is written to a hidden
     sibling folder renamed to out_dir at the end: a build that fails, or is cancelled by raising
     from progress(done, total), leaves nothing behind.
@@ -343,12 +347,6 @@ def _build_into(
     workers: int,
 ) -> BuildResult:
     shape = (load["height"], load["width"], load["channels"])
-    writers = {name: _SplitWriter(folder / f"{name}_images.npy", len(items), shape) for name, items in splits.items()}
-    train_sum = np.zeros(shape, np.float64)
-    skipped: list[tuple[str, str]] = []
-    done = 0
-    progress(done)
-
     total = sum(len(items) for items in splits.values())
     chunk_size = max(1, min(_CHUNK_BYTES // math.prod(shape), math.ceil(total / (workers * 16))))
     jobs = [
@@ -356,12 +354,24 @@ def _build_into(
         for name, items in splits.items()
         for start in range(0, len(items), chunk_size)
     ]
-    # catch_warnings() would cost 8% of decoding a small PNG if load_image set it up per image.
-    pool = ProcessPoolExecutor(
-        min(workers, len(jobs)), mp_context=_pool_context(), initializer=_refuse_decompression_bombs
-    )
-    try:
-        for (name, chunk), (images, failures) in _decode_in_order(pool, jobs, load, window=2 * workers):
+    train_sum = np.zeros(shape, np.float64)
+    skipped: list[tuple[str, str]] = []
+    done = 0
+    progress(done)
+
+    with contextlib.ExitStack() as stack:
+        writers = {
+            name: _SplitWriter(stack.enter_context(open(folder / f"{name}_images.npy", "wb")), len(items), shape)
+            for name, items in splits.items()
+        }
+        # Forked workers inherit the common format plugins instead of each importing them.
+        Image.preinit()
+        # catch_warnings() would cost 8% of decoding a small PNG if load_image set it up per image.
+        pool = ProcessPoolExecutor(
+            min(workers, len(jobs)), mp_context=_pool_context(), initializer=_refuse_decompression_bombs
+        )
+        stack.callback(pool.shutdown, cancel_futures=True)
+        for (name, chunk), (images, failures) in _decode_in_order(pool, jobs, load, window=4 * workers):
             failed = {index for index, _ in failures}
             writers[name].append(images, [label for i, (_, label) in enumerate(chunk) if i not in failed])
             if name == "train":
@@ -369,13 +379,13 @@ def _build_into(
             skipped += [(Path(chunk[i][0]).relative_to(source_root).as_posix(), reason) for i, reason in failures]
             done += len(chunk)
             progress(done)
-    finally:
-        pool.shutdown(cancel_futures=True)
+        labels = {name: writer.finish() for name, writer in writers.items()}
 
-    labels = {name: writer.close() for name, writer in writers.items()}
     if not len(labels["train"]):
-        first = f"; first error: {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
-        raise ImagingError(f"none of the {len(splits['train'])} training images could be read{first}")
+        path, reason = skipped[0]
+        raise ImagingError(
+            f"none of the {len(splits['train'])} training images could be read (first one: {path}: {reason})"
+        )
     for name, split_labels in labels.items():
         np.save(folder / f"{name}_labels.npy", split_labels)
     np.save(folder / "mean.npy", (train_sum / len(labels["train"])).astype(np.float32))
@@ -388,16 +398,18 @@ def _build_into(
     )
 
 
-def _pool_context():
+def _pool_context() -> BaseContext:
     # fork starts workers in milliseconds but can deadlock when another thread holds a lock at the
     # moment of the fork (a threaded web server, a job runner's heartbeat...).  Only pay for the
     # safe forkserver when there is such a thread.
     return get_context("fork" if threading.active_count() == 1 else "forkserver")
 
 
-def _decode_in_order(pool, jobs, load, window):
+def _decode_in_order(
+    pool: ProcessPoolExecutor, jobs: list[_Job], load: dict, window: int
+) -> Iterator[tuple[_Job, tuple[np.ndarray, list[tuple[int, str]]]]]:
     """Yield (job, result) in job order, with at most `window` jobs queued so memory stays bounded."""
-    in_flight: deque = deque()
+    in_flight: deque[tuple[_Job, Future]] = deque()
     for job in jobs:
         in_flight.append((job, pool.submit(_decode_chunk, [path for path, _ in job[1]], load)))
         if len(in_flight) >= window:
@@ -433,48 +445,38 @@ def _throttled(progress: ProgressCallback | None, total: int) -> Callable[[int],
 
 
 class _SplitWriter:
-    """Appends one split's images, in order, to an .npy file preallocated for all of them."""
+    """Appends one split's images, in order, to an .npy file announced for `capacity` of them.
 
-    def __init__(self, path: Path, capacity: int, shape: tuple[int, int, int]):
-        self._path = path
-        self._images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(capacity, *shape))
+    Plain sequential writes rather than a memory map: a mapping would count every page written
+    towards the process's resident memory, so a 50 GB dataset would make the build look 50 GB
+    large to the OOM killer.
+    """
+
+    def __init__(self, file: BinaryIO, capacity: int, shape: tuple[int, int, int]):
+        self._file = file
+        self._shape = shape
+        self._header_size = self._write_header(capacity)
         self._labels = np.empty(capacity, np.int32)
         self._count = 0
 
     def append(self, images: np.ndarray, labels: list[int]) -> None:
-        end = self._count + len(images)
-        self._images[self._count : end] = images
-        self._labels[self._count : end] = labels
-        self._count = end
+        self._file.write(images)
+        self._labels[self._count : self._count + len(images)] = labels
+        self._count += len(images)
 
-    def close(self) -> np.ndarray:
-        """Unmap, trim the rows left empty by skipped files, and return the labels written."""
-        capacity = len(self._images)
-        # Unmapping is enough for file reads to see the data (one page cache on Linux); flush()
-        # would make the build wait for the disk, as np.save would not.
-        del self._images
-        if self._count < capacity:
-            _truncate_npy(self._path, self._count)
+    def finish(self) -> np.ndarray:
+        """Set the header to the number of images written and return their labels."""
+        # Skipped files leave fewer rows than announced.  numpy pads every header with room for
+        # the first dimension to grow to 21 digits, so a smaller count fits in the same bytes.
+        if self._write_header(self._count) != self._header_size:
+            raise RuntimeError("this numpy does not pad .npy headers; the image count cannot be rewritten")
         return self._labels[: self._count]
 
-
-def _truncate_npy(path: Path, length: int) -> None:
-    """Cut an .npy array down to its first `length` rows in place, without copying the data.
-
-    numpy reserves room in every header for the first dimension to grow to 21 digits, so that the
-    shape can be rewritten in place; a shorter shape therefore yields a header of the same size.
-    """
-    fmt = np.lib.format
-    with open(path, "r+b") as file:
-        fmt.read_magic(file)  # always 1.0: open_memmap only needs 2.0 for enormous dtype descriptions
-        shape, fortran_order, dtype = fmt.read_array_header_1_0(file)
-        data_start = file.tell()
-        file.seek(0)
-        header = {"descr": fmt.dtype_to_descr(dtype), "fortran_order": fortran_order, "shape": (length, *shape[1:])}
-        fmt.write_array_header_1_0(file, header)
-        if file.tell() != data_start:
-            raise RuntimeError(f"cannot trim {path} in place: this numpy writes .npy headers differently")
-        file.truncate(data_start + length * math.prod(shape[1:]) * dtype.itemsize)
+    def _write_header(self, length: int) -> int:
+        self._file.seek(0)
+        header = {"descr": "|u1", "fortran_order": False, "shape": (length, *self._shape)}
+        np.lib.format.write_array_header_1_0(self._file, header)
+        return self._file.tell()
 
 
 _IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
