@@ -17,7 +17,7 @@ from datasets import imaging
 from datasets.forms import DatasetForm
 from datasets.models import Dataset
 from training import inference
-from training.forms import ExperimentForm
+from training.forms import ExperimentForm, data_with_defaults
 from training.models import EpochMetric, Experiment
 
 
@@ -28,9 +28,11 @@ class DatasetSerializer(serializers.ModelSerializer):
     class Meta:
         model = Dataset
         fields = [
-            "id", "name", "owner", "team", "visibility", "source_folder", "width", "height", "channels",
-            "resize_mode", "val_percent", "status", "error", "progress_done", "progress_total", "classes",
-            "counts", "skipped", "created", "started", "finished",
+            "id", "name", "owner", "team", "visibility", "source_type", "source_folder", "val_folder", "test_folder",
+            "labels_file", "train_list", "val_list", "test_list", "list_prefix", "archive_name", "cloned_from",
+            "width", "height", "channels", "resize_mode", "val_percent", "test_percent", "seed", "min_per_class",
+            "max_per_class", "shuffle", "encoding", "status", "error", "progress_done", "progress_total", "classes",
+            "counts", "skipped", "log", "stored_bytes", "created", "started", "finished",
         ]  # fmt: skip
 
 
@@ -48,9 +50,9 @@ class ExperimentSerializer(serializers.ModelSerializer):
     class Meta:
         model = Experiment
         fields = [
-            "id", "name", "owner", "team", "visibility", "dataset", "network", "epochs", "batch_size",
-            "learning_rate", "solver", "seed", "status", "error", "device", "created", "started", "finished",
-            "snapshots",
+            "id", "name", "owner", "team", "visibility", "dataset", "sweep", "network", "network_spec", "epochs",
+            "batch_size", "learning_rate", "solver", "seed", "options", "keep_snapshots", "queue", "status", "error",
+            "device", "attempts", "progress", "created", "started", "finished", "snapshots",
         ]  # fmt: skip
 
     def get_snapshots(self, experiment):
@@ -80,14 +82,18 @@ class DatasetList(APIView):
         return Response(DatasetSerializer(datasets, many=True).data)
 
     def post(self, request):
-        dataset = _create_with_form(DatasetForm, request)
-        dataset.enqueue_build()
+        # JSON for a server folder or lists; multipart to upload an archive ("archive") or lists.
+        form = DatasetForm(data=request.data, files=request.FILES, user=request.user)
+        if not form.is_valid():
+            raise ValidationError(form.errors.get_json_data())
+        dataset = form.create(request.user)
         return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
 
 
 class DatasetDetail(APIView):
     def get(self, request, pk):
         dataset = get_visible_or_404(Dataset.objects.select_related("owner", "team"), request.user, pk=pk)
+        dataset.check_job()
         return Response(DatasetSerializer(dataset).data)
 
 
@@ -101,9 +107,16 @@ class ExperimentList(APIView):
         return Response(ExperimentSerializer(experiments, many=True).data)
 
     def post(self, request):
-        experiment = _create_with_form(ExperimentForm, request)
-        experiment.enqueue_training()
-        return Response(ExperimentSerializer(experiment).data, status=status.HTTP_201_CREATED)
+        """Fields as on the page; left-out ones take the page's defaults. Lists of
+        learning rates and/or batch sizes create a sweep."""
+        form = ExperimentForm(data=data_with_defaults(request.data), user=request.user)
+        if not form.is_valid():
+            raise ValidationError(form.errors.get_json_data())
+        sweep, experiments = form.create()
+        if sweep is None:
+            return Response(ExperimentSerializer(experiments[0]).data, status=status.HTTP_201_CREATED)
+        body = {"sweep": sweep.pk, "experiments": ExperimentSerializer(experiments, many=True).data}
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 class ExperimentDetail(APIView):
@@ -118,6 +131,16 @@ class ExperimentAbort(APIView):
         if not can_edit(request.user, experiment):
             raise PermissionDenied("You may view this experiment but not abort it.")
         experiment.request_abort()
+        return Response(ExperimentSerializer(experiment).data)
+
+
+class ExperimentResume(APIView):
+    def post(self, request, pk):
+        experiment = get_visible_or_404(Experiment.objects, request.user, pk=pk)
+        if not can_edit(request.user, experiment):
+            raise PermissionDenied("You may view this experiment but not resume it.")
+        if not experiment.resume():
+            raise ValidationError({"status": "Only an aborted or failed experiment with a snapshot can be resumed."})
         return Response(ExperimentSerializer(experiment).data)
 
 

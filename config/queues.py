@@ -3,11 +3,11 @@ from django.db import transaction
 from rq import Callback
 
 
-def enqueue_on_commit(queue, func_path, object_id, *, on_failure):
+def enqueue_on_commit(queue, func_path, object_id, *, on_failure, job_id=None):
     """Queue a job that takes one row id, once that row is committed (so the worker finds
     it). Functions go by dotted path: the web process never imports job code (and JAX)."""
 
     def enqueue():
-        django_rq.get_queue(queue).enqueue(func_path, object_id, on_failure=Callback(on_failure))
+        django_rq.get_queue(queue).enqueue(func_path, object_id, job_id=job_id, on_failure=Callback(on_failure))
 
     transaction.on_commit(enqueue)

@@ -102,6 +102,13 @@ DATA_IMPORT_ROOTS = [
     Path(p) for p in envlist("DATA_IMPORT_ROOTS", str(VAR_DIR / "samples"), sep=os.pathsep)
 ]
 
+# XLA's persistent compilation cache: the second run of a network starts at once.
+JAX_CACHE_DIR = Path(os.environ.get("JAX_CACHE_DIR", VAR_DIR / "jax-cache"))
+# A running experiment whose heartbeat is older than this lost its worker; it is resumed
+# from its last snapshot, up to TRAINING_MAX_ATTEMPTS runs in all.
+TRAINING_STALE_SECONDS = envint("TRAINING_STALE_SECONDS", "60")
+TRAINING_MAX_ATTEMPTS = envint("TRAINING_MAX_ATTEMPTS", "3")
+
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),

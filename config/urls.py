@@ -17,6 +17,7 @@ api_patterns = [
     path("experiments/", api_view(api.ExperimentList), name="api-experiments"),
     path("experiments/<int:pk>/", api_view(api.ExperimentDetail), name="api-experiment"),
     path("experiments/<int:pk>/abort/", api_view(api.ExperimentAbort), name="api-experiment-abort"),
+    path("experiments/<int:pk>/resume/", api_view(api.ExperimentResume), name="api-experiment-resume"),
     path("experiments/<int:pk>/classify/", api_view(api.ExperimentClassify), name="api-experiment-classify"),
 ]
 
@@ -25,6 +26,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("datasets/", include("datasets.urls")),
     path("experiments/", include("training.urls")),
+    path("networks/", include("models.urls")),
     path("api/", include(api_patterns)),
     path("admin/rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),

@@ -1,28 +1,35 @@
 """Image-classification dataset core: decode, normalise, resize and pack images into .npy files.
 
-Pure Python (numpy + Pillow), no Django: the web app calls :func:`build_dataset` from a background
+Pure Python (numpy + Pillow), no Django: the web app calls :func:`build_splits` from a background
 job and stores the returned :class:`BuildResult`.
 
-The layout on disk is the one NVIDIA DIGITS used: one subfolder per class under the source root.
-The output folder holds ``{train,val}_images.npy`` (N, H, W, C) uint8, ``{train,val}_labels.npy`` (N,)
-int32, ``mean.npy`` (H, W, C) float32 and ``labels.txt``.  Images are stored sorted by class, then
-path: whoever trains on them must shuffle.
+The layout on disk: ``{train,val,test}_images.npy`` (N, H, W, C) uint8, ``{train,val,test}_labels.npy``
+(N,) int32, ``mean.npy`` (H, W, C) float32 (of the training split), ``labels.txt`` and ``info.json``.
+Raw .npy is what training memory-maps without decoding anything; a dataset may instead keep its
+images PNG- or JPEG-encoded (``{split}_images.bin`` with ``{split}_offsets.npy``) to save space, and
+:class:`StoredSplit` reads either.  Images are stored in the order given (sorted by class, then path,
+for a folder) unless the build shuffles them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import io
+import json
 import math
 import os
 import re
 import shutil
+import signal
 import struct
+import sys
 import threading
 import time
 import uuid
 import warnings
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -36,7 +43,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 IMAGE_EXTENSIONS = frozenset({"png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"})
 RESIZE_MODES = ("squash", "crop", "fill", "half_crop")
 MAX_SIDE = 4096
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test")
+# Raw first: training memory-maps it and reads ~100x faster than it decodes PNG (bench.dataset_bench).
+ENCODINGS = ("raw", "png", "jpeg")
 
 _RESAMPLE = Image.Resampling.BILINEAR  # what DIGITS used; Pillow antialiases it when shrinking
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
@@ -44,10 +53,15 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 _CHUNK_BYTES = 4 << 20  # decoded pixels per worker task: big enough to amortise IPC, small enough to stream
 _PROGRESS_INTERVAL = 0.1  # seconds
+_JPEG_QUALITY = 90
+_SHUFFLE_STREAM = 0x5F  # keeps the shuffle's random stream apart from the split's ([seed, label])
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 Source = str | os.PathLike[str] | BinaryIO
 ProgressCallback = Callable[[int, int], object]
 _Job = tuple[str, list[tuple[str, int]]]  # split name, (path, label) items
+# images (stacked array, or encoded bytes each), their pixel sum (train only), (index, reason) failures
+_ChunkResult = tuple[np.ndarray | list[bytes], np.ndarray | None, list[tuple[int, str]]]
 
 
 class ImagingError(Exception):
@@ -60,6 +74,7 @@ class BuildResult:
     counts: dict[str, list[int]]  # split name -> number of images per class, in class order
     skipped: list[tuple[str, str]]  # (path relative to the source root, reason)
     total_images: int  # images written, all splits together
+    stored_bytes: int = 0  # size of the output folder
 
 
 def load_image(
@@ -244,8 +259,13 @@ def _image_files(folder: str) -> Iterator[str]:
     for entry in _visible_entries(folder):
         if entry.is_dir(follow_symlinks=False):
             yield from _image_files(entry.path)
-        elif entry.name.rpartition(".")[2].lower() in IMAGE_EXTENSIONS:
+        elif is_image_name(entry.name) and entry.is_file(follow_symlinks=False):
+            # Regular files only: opening a FIFO or a device named x.png would hang or read forever.
             yield entry.path
+
+
+def is_image_name(name: str) -> bool:
+    return name.rpartition(".")[2].lower() in IMAGE_EXTENSIONS
 
 
 def split_stratified(
@@ -255,15 +275,32 @@ def split_stratified(
     *,
     classes: Sequence[str] | None = None,
 ) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-    """Split (path, label) items into (train, val), drawing val_percent of each class at random.
+    """Split (path, label) items into (train, val): split_three_ways without a test split."""
+    train, val, _ = split_three_ways(items, val_percent, 0, seed, classes=classes)
+    return train, val
 
-    The same items, percentage and seed always give the same split, and each class is drawn from its
-    own random stream, so adding a class leaves the split of the others unchanged.  With
-    val_percent > 0 every class gets at least one image in each split.  Items keep their input order
-    within a split.  classes, when given, names the labels in error messages.
+
+def split_three_ways(
+    items: Iterable[tuple[str, int]],
+    val_percent: float,
+    test_percent: float,
+    seed: int,
+    *,
+    classes: Sequence[str] | None = None,
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]], list[tuple[str, int]]]:
+    """Split (path, label) items into (train, val, test), drawing the percentages from each class at random.
+
+    The same items, percentages and seed always give the same split, and each class is drawn from its
+    own random stream, so adding a class leaves the split of the others unchanged; a test split is
+    drawn after the validation one, so adding it leaves validation as it was.  Every class keeps at
+    least one training image and gets at least one image in each split asked for.  Items keep their
+    input order within a split.  classes, when given, names the labels in error messages.
     """
-    if not 0 <= val_percent < 100:
-        raise ValueError(f"val_percent must be at least 0 and below 100, got {val_percent!r}")
+    for name, value in (("val_percent", val_percent), ("test_percent", test_percent)):
+        if not 0 <= value < 100:
+            raise ValueError(f"{name} must be at least 0 and below 100, got {value!r}")
+    if val_percent + test_percent >= 100:
+        raise ValueError(f"val_percent + test_percent must be below 100, got {val_percent + test_percent!r}")
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     by_label: dict[int, list[tuple[str, int]]] = defaultdict(list)
@@ -271,20 +308,32 @@ def split_stratified(
         by_label[item[1]].append(item)
     train: list[tuple[str, int]] = []
     val: list[tuple[str, int]] = []
+    test: list[tuple[str, int]] = []
     for label, group in sorted(by_label.items()):
-        n_val = 0
-        if val_percent > 0:
-            if len(group) < 2:
-                name = classes[label] if classes is not None else f"#{label}"
-                raise ImagingError(
-                    f"class '{name}' has only {len(group)} image; it needs at least 2 to have one "
-                    "for training and one for validation"
-                )
-            n_val = min(max(1, round(len(group) * val_percent / 100)), len(group) - 1)
-        picked = set(np.random.default_rng([seed, label]).permutation(len(group))[:n_val].tolist())
+        name = classes[label] if classes is not None else f"#{label}"
+        n_val, n_test = _held_out(len(group), val_percent, test_percent, name)
+        order = np.random.default_rng([seed, label]).permutation(len(group)).tolist()
+        to_val, to_test = set(order[:n_val]), set(order[n_val : n_val + n_test])
         for index, item in enumerate(group):
-            (val if index in picked else train).append(item)
-    return train, val
+            (val if index in to_val else test if index in to_test else train).append(item)
+    return train, val, test
+
+
+def _held_out(size: int, val_percent: float, test_percent: float, name: str) -> tuple[int, int]:
+    """How many images of a class of `size` go to validation and to test."""
+    wanted = [max(1, round(size * percent / 100)) if percent > 0 else 0 for percent in (val_percent, test_percent)]
+    uses = ["training"] + [use for use, n in zip(("validation", "testing"), wanted, strict=True) if n]
+    if size < len(uses):
+        images = "image" if size == 1 else "images"
+        purposes = (
+            f"one for {uses[0]} and one for {uses[1]}"
+            if len(uses) == 2
+            else "one each for training, validation and testing"
+        )
+        raise ImagingError(f"class '{name}' has only {size} {images}; it needs at least {len(uses)} to have {purposes}")
+    while sum(wanted) > size - 1:  # keep one for training: take it from the larger held-out share
+        wanted[0 if wanted[0] >= wanted[1] else 1] -= 1
+    return wanted[0], wanted[1]
 
 
 def build_dataset(
@@ -296,26 +345,77 @@ def build_dataset(
     channels: int,
     resize_mode: str,
     val_percent: float,
+    test_percent: float = 0,
     seed: int = 0,
+    shuffle: bool = False,
+    encoding: str = "raw",
     progress: ProgressCallback | None = None,
     workers: int | None = None,
 ) -> BuildResult:
-    """Build a dataset from class folders under source_root into out_dir, which must not exist.
+    """Build a dataset from the class folders under source_root: scan, split, then build_splits."""
+    _check_geometry(width, height, channels, resize_mode)
+    classes, items = scan_class_folders(source_root)
+    train, val, test = split_three_ways(items, val_percent, test_percent, seed, classes=classes)
+    return build_splits(
+        {"train": train, "val": val, "test": test},
+        out_dir,
+        classes=classes,
+        width=width,
+        height=height,
+        channels=channels,
+        resize_mode=resize_mode,
+        encoding=encoding,
+        shuffle=shuffle,
+        seed=seed,
+        relative_to=source_root,
+        progress=progress,
+        workers=workers,
+    )
 
-    Images are decoded in a pool of `workers` processes (default: one per CPU) and streamed in
-    order into the .npy files, so memory use does not grow with the dataset.  Files that
-    cannot be decoded are skipped and listed in the result.  Everything is written to a hidden
-    sibling folder renamed to out_dir at the end: a build that fails, or is cancelled by raising
-    from progress(done, total), leaves nothing behind.
+
+def build_splits(
+    splits: Mapping[str, Sequence[tuple[str, int]]],
+    out_dir: str | os.PathLike[str],
+    *,
+    classes: Sequence[str],
+    width: int,
+    height: int,
+    channels: int,
+    resize_mode: str,
+    encoding: str = "raw",
+    shuffle: bool = False,
+    seed: int = 0,
+    relative_to: str | os.PathLike[str] | None = None,
+    progress: ProgressCallback | None = None,
+    workers: int | None = None,
+) -> BuildResult:
+    """Decode the (path, label) items of each split ("train", "val", "test") into out_dir, which must not exist.
+
+    Images are decoded in a pool of `workers` processes (default: one per CPU) and streamed in order
+    into the output files, so memory use does not grow with the dataset.  Each split keeps the order
+    given unless `shuffle`, which permutes it reproducibly from `seed`.  Files that cannot be decoded
+    are skipped and listed in the result, by their path relative to `relative_to` when under it.
+    Everything is written to a hidden sibling folder renamed to out_dir at the end: a build that
+    fails, or is cancelled by raising from progress(done, total), leaves nothing behind.
     """
     _check_geometry(width, height, channels, resize_mode)
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}; got {encoding!r}")
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers!r}")
+    unknown = set(splits) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"unknown split(s) {sorted(unknown)}; splits are {', '.join(SPLITS)}")
+    if not splits.get("train"):
+        raise ImagingError("the training split has no images")
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise ImagingError(f"output folder {out_dir} already exists")
-    classes, items = scan_class_folders(source_root)
-    splits = dict(zip(SPLITS, split_stratified(items, val_percent, seed, classes=classes), strict=True))
+    ordered = {name: list(splits.get(name, ())) for name in SPLITS}
+    if shuffle:
+        for index, name in enumerate(SPLITS):
+            order = np.random.default_rng([seed, _SHUFFLE_STREAM, index]).permutation(len(ordered[name]))
+            ordered[name] = [ordered[name][i] for i in order]
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.with_name(f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}")
@@ -323,11 +423,12 @@ def build_dataset(
     try:
         result = _build_into(
             staging,
-            Path(source_root),
-            classes,
-            splits,
+            list(classes),
+            ordered,
             load={"width": width, "height": height, "channels": channels, "resize_mode": resize_mode},
-            progress=_throttled(progress, total=len(items)),
+            encoding=encoding,
+            relative_to=Path(relative_to) if relative_to is not None else None,
+            progress=_throttled(progress, total=sum(len(items) for items in ordered.values())),
             workers=workers or os.cpu_count() or 1,
         )
         staging.rename(out_dir)
@@ -339,10 +440,11 @@ def build_dataset(
 
 def _build_into(
     folder: Path,
-    source_root: Path,
     classes: list[str],
     splits: dict[str, list[tuple[str, int]]],
     load: dict,
+    encoding: str,
+    relative_to: Path | None,
     progress: Callable[[int], None],
     workers: int,
 ) -> BuildResult:
@@ -360,26 +462,33 @@ def _build_into(
     progress(done)
 
     with contextlib.ExitStack() as stack:
+        writer_class = _RawWriter if encoding == "raw" else _EncodedWriter
         writers = {
-            name: _SplitWriter(stack.enter_context(open(folder / f"{name}_images.npy", "wb")), len(items), shape)
+            name: writer_class(stack.enter_context(open(folder / writer_class.filename(name), "wb")), len(items), shape)
             for name, items in splits.items()
         }
         # Forked workers inherit the common format plugins instead of each importing them.
         Image.preinit()
-        # catch_warnings() would cost 8% of decoding a small PNG if load_image set it up per image.
+        context = _pool_context()
         pool = ProcessPoolExecutor(
-            min(workers, len(jobs)), mp_context=_pool_context(), initializer=_refuse_decompression_bombs
+            max(1, min(workers, len(jobs))),
+            mp_context=context,
+            initializer=_init_pool_worker,
+            # A forkserver's children are the server's, not ours: only a forked child can check.
+            initargs=(os.getpid() if context.get_start_method() == "fork" else None,),
         )
         stack.callback(pool.shutdown, cancel_futures=True)
-        for (name, chunk), (images, failures) in _decode_in_order(pool, jobs, load, window=4 * workers):
+        for (name, chunk), (payload, pixel_sum, failures) in _decode_in_order(
+            pool, jobs, load, encoding, window=4 * workers
+        ):
             failed = {index for index, _ in failures}
-            writers[name].append(images, [label for i, (_, label) in enumerate(chunk) if i not in failed])
-            if name == "train":
-                train_sum += images.sum(axis=0, dtype=np.float64)
-            skipped += [(Path(chunk[i][0]).relative_to(source_root).as_posix(), reason) for i, reason in failures]
+            writers[name].append(payload, [label for i, (_, label) in enumerate(chunk) if i not in failed])
+            if pixel_sum is not None:
+                train_sum += pixel_sum
+            skipped += [(_display_path(chunk[i][0], relative_to), reason) for i, reason in failures]
             done += len(chunk)
             progress(done)
-        labels = {name: writer.finish() for name, writer in writers.items()}
+        labels = {name: writer.finish(folder, name) for name, writer in writers.items()}
 
     if not len(labels["train"]):
         path, reason = skipped[0]
@@ -390,12 +499,23 @@ def _build_into(
         np.save(folder / f"{name}_labels.npy", split_labels)
     np.save(folder / "mean.npy", (train_sum / len(labels["train"])).astype(np.float32))
     (folder / "labels.txt").write_text("".join(f"{name}\n" for name in classes), encoding="utf-8")
+    counts = {name: np.bincount(lab, minlength=len(classes)).tolist() for name, lab in labels.items()}
+    info = {"encoding": encoding, "shape": list(shape), "classes": classes, "counts": counts}
+    (folder / "info.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
     return BuildResult(
         classes=classes,
-        counts={name: np.bincount(lab, minlength=len(classes)).tolist() for name, lab in labels.items()},
+        counts=counts,
         skipped=skipped,
         total_images=sum(len(lab) for lab in labels.values()),
+        stored_bytes=sum(path.stat().st_size for path in folder.iterdir()),
     )
+
+
+def _display_path(path: str, relative_to: Path | None) -> str:
+    if relative_to is not None:
+        with contextlib.suppress(ValueError):
+            return Path(path).relative_to(relative_to).as_posix()
+    return path
 
 
 def _pool_context() -> BaseContext:
@@ -405,13 +525,30 @@ def _pool_context() -> BaseContext:
     return get_context("fork" if threading.active_count() == 1 else "forkserver")
 
 
+def _init_pool_worker(parent_pid: int | None) -> None:
+    # catch_warnings() would cost 8% of decoding a small PNG if load_image set it up per image.
+    _refuse_decompression_bombs()
+    _die_with_parent(parent_pid)
+
+
+def _die_with_parent(parent_pid: int | None) -> None:
+    # A build killed with SIGKILL (a killed RQ work-horse, the OOM killer) cannot shut its pool
+    # down, and the workers would wait forever on a queue nobody feeds: have Linux kill them too.
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)  # the parent died before prctl took effect
+
+
 def _decode_in_order(
-    pool: ProcessPoolExecutor, jobs: list[_Job], load: dict, window: int
-) -> Iterator[tuple[_Job, tuple[np.ndarray, list[tuple[int, str]]]]]:
+    pool: ProcessPoolExecutor, jobs: list[_Job], load: dict, encoding: str, window: int
+) -> Iterator[tuple[_Job, _ChunkResult]]:
     """Yield (job, result) in job order, with at most `window` jobs queued so memory stays bounded."""
     in_flight: deque[tuple[_Job, Future]] = deque()
     for job in jobs:
-        in_flight.append((job, pool.submit(_decode_chunk, [path for path, _ in job[1]], load)))
+        paths = [path for path, _ in job[1]]
+        in_flight.append((job, pool.submit(_decode_chunk, paths, load, encoding, job[0] == "train")))
         if len(in_flight) >= window:
             job, future = in_flight.popleft()
             yield job, future.result()
@@ -419,8 +556,9 @@ def _decode_in_order(
         yield job, future.result()
 
 
-def _decode_chunk(paths: list[str], load: dict) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Worker: decode paths; return the good images stacked in order and (index, reason) for the rest."""
+def _decode_chunk(paths: list[str], load: dict, encoding: str, want_sum: bool) -> _ChunkResult:
+    """Worker: decode paths; return the good images (stacked, or encoded one by one) in order, their
+    pixel sum when asked, and (index, reason) for the rest."""
     images = np.empty((len(paths), load["height"], load["width"], load["channels"]), np.uint8)
     failures: list[tuple[int, str]] = []
     for index, path in enumerate(paths):
@@ -428,7 +566,23 @@ def _decode_chunk(paths: list[str], load: dict) -> tuple[np.ndarray, list[tuple[
             images[index - len(failures)] = _load(path, **load)
         except ImagingError as exc:
             failures.append((index, str(exc)))
-    return images[: len(paths) - len(failures)], failures
+    images = images[: len(paths) - len(failures)]
+    # The mean image is summed here, in parallel, rather than in the one process that writes.
+    # uint32 is exact: a chunk holds at most _CHUNK_BYTES images of one pixel, 255 * 4 Mi < 2**32.
+    pixel_sum = images.sum(axis=0, dtype=np.uint32) if want_sum else None
+    payload = images if encoding == "raw" else [encode_image(image, encoding) for image in images]
+    return payload, pixel_sum, failures
+
+
+def encode_image(pixels: np.ndarray, encoding: str = "png") -> bytes:
+    """One (H, W, C) uint8 image as PNG or JPEG bytes."""
+    image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+    buffer = io.BytesIO()
+    if encoding == "jpeg":
+        image.save(buffer, format="JPEG", quality=_JPEG_QUALITY)
+    else:
+        image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _throttled(progress: ProgressCallback | None, total: int) -> Callable[[int], None]:
@@ -444,13 +598,17 @@ def _throttled(progress: ProgressCallback | None, total: int) -> Callable[[int],
     return report
 
 
-class _SplitWriter:
+class _RawWriter:
     """Appends one split's images, in order, to an .npy file announced for `capacity` of them.
 
     Plain sequential writes rather than a memory map: a mapping would count every page written
     towards the process's resident memory, so a 50 GB dataset would make the build look 50 GB
     large to the OOM killer.
     """
+
+    @staticmethod
+    def filename(split: str) -> str:
+        return f"{split}_images.npy"
 
     def __init__(self, file: BinaryIO, capacity: int, shape: tuple[int, int, int]):
         self._file = file
@@ -464,7 +622,7 @@ class _SplitWriter:
         self._labels[self._count : self._count + len(images)] = labels
         self._count += len(images)
 
-    def finish(self) -> np.ndarray:
+    def finish(self, folder: Path, split: str) -> np.ndarray:
         """Set the header to the number of images written and return their labels."""
         # Skipped files leave fewer rows than announced.  numpy pads every header with room for
         # the first dimension to grow to 21 digits, so a smaller count fits in the same bytes.
@@ -477,6 +635,77 @@ class _SplitWriter:
         header = {"descr": "|u1", "fortran_order": False, "shape": (length, *self._shape)}
         np.lib.format.write_array_header_1_0(self._file, header)
         return self._file.tell()
+
+
+class _EncodedWriter:
+    """Appends one split's encoded images to a blob file, and their offsets to {split}_offsets.npy."""
+
+    @staticmethod
+    def filename(split: str) -> str:
+        return f"{split}_images.bin"
+
+    def __init__(self, file: BinaryIO, capacity: int, shape: tuple[int, int, int]):
+        self._file = file
+        self._offsets = [0]
+        self._labels: list[int] = []
+
+    def append(self, blobs: list[bytes], labels: list[int]) -> None:
+        for blob in blobs:
+            self._file.write(blob)
+            self._offsets.append(self._offsets[-1] + len(blob))
+        self._labels += labels
+
+    def finish(self, folder: Path, split: str) -> np.ndarray:
+        np.save(folder / f"{split}_offsets.npy", np.array(self._offsets, np.int64))
+        return np.array(self._labels, np.int32)
+
+
+class StoredSplit:
+    """Read access to one split of a built dataset, raw or encoded: labels, pixels and PNG bytes.
+
+    Raw splits are memory-mapped, so opening one costs the same for ten images or ten million.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], split: str):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+        folder = Path(folder)
+        self.labels = np.load(folder / f"{split}_labels.npy", mmap_mode="r")
+        raw = folder / _RawWriter.filename(split)
+        if raw.exists():
+            self.encoding = "raw"
+            self._images = np.load(raw, mmap_mode="r")
+        else:
+            self._blobs = folder / _EncodedWriter.filename(split)
+            self._offsets = np.load(folder / f"{split}_offsets.npy")
+            self.encoding = json.loads((folder / "info.json").read_text(encoding="utf-8"))["encoding"]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def pixels(self, index: int) -> np.ndarray:
+        """Image `index` as an (H, W, C) uint8 array."""
+        if self.encoding == "raw":
+            return np.asarray(self._images[index])
+        with Image.open(io.BytesIO(self._read(index))) as image:
+            return _pixels(image)
+
+    def png(self, index: int) -> bytes:
+        """Image `index` as PNG bytes: as stored when stored as PNG, else encoded now."""
+        if self.encoding == "png":
+            return self._read(index)
+        return encode_image(self.pixels(index), "png")
+
+    def _read(self, index: int) -> bytes:
+        start, end = int(self._offsets[index]), int(self._offsets[index + 1])
+        with open(self._blobs, "rb") as file:
+            file.seek(start)
+            return file.read(end - start)
+
+
+def mean_pixels(mean: np.ndarray) -> np.ndarray:
+    """The float mean image as a displayable uint8 image."""
+    return np.clip(np.rint(mean), 0, 255).astype(np.uint8)
 
 
 _IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}

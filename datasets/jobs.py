@@ -1,14 +1,24 @@
-"""RQ entry points for datasets: take an id, re-read the row, call the imaging core,
-write the result. Safe to run twice: the row is claimed before any work."""
+"""RQ entry points for datasets: take an id, re-read the row, call the cores (archives,
+sources, imaging), write the result.  Safe to run twice: the row is claimed before any work.
+
+Every path the row names is checked again here against the import roots and the dataset's
+own upload folder: the job trusts nothing the form checked, since files change in between.
+"""
 
 import logging
+import os
 import shutil
 import time
+from pathlib import Path
 
+import django_rq
 from django.utils import timezone
+from redis.exceptions import RedisError
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 
 from config.events import broadcast
-from datasets import imaging
+from datasets import archives, imaging, lists, rules, sources
 from datasets.models import Dataset
 
 log = logging.getLogger(__name__)
@@ -22,23 +32,172 @@ def build(dataset_id):
         log.info("dataset %s: not queued (deleted or claimed by another run); nothing to do", dataset_id)
         return
     broadcast(dataset.group_name, {"type": "status", "status": Dataset.Status.RUNNING, "error": ""})
+    build_log = BuildLog(dataset)
 
-    started = time.monotonic()
-    last_sent = 0.0
+    try:
+        if dataset.source_type == Dataset.SourceType.ARCHIVE:
+            _extract(dataset, build_log)
+        plan = plan_for(dataset)
+        build_log.write(
+            f"Found {len(plan.classes)} classes and {plan.total:,} images: "
+            + ", ".join(f"{len(plan.splits[s]):,} {name.lower()}" for s, name in _SPLIT_WORDS if plan.splits[s])
+            + "."
+        )
+        for note in plan.notes:
+            build_log.write(note)
+        if plan.skipped:
+            build_log.write(f"{len(plan.skipped):,} list entries left out before decoding; see Failed entries.")
+        workers = os.cpu_count() or 1
+        build_log.write(
+            f"Decoding and resizing to {dataset.width}×{dataset.height} {dataset.get_channels_display().lower()} "
+            f"({dataset.get_resize_mode_display().lower()}) with {workers} processes, "
+            f"stored as {dataset.get_encoding_display().lower()}."
+        )
+        started = time.monotonic()
+        result = imaging.build_splits(
+            plan.splits,
+            dataset.directory,
+            classes=plan.classes,
+            width=dataset.width,
+            height=dataset.height,
+            channels=dataset.channels,
+            resize_mode=dataset.resize_mode,
+            encoding=dataset.encoding,
+            shuffle=dataset.shuffle,
+            seed=dataset.seed,
+            relative_to=_display_root(dataset),
+            progress=Progress(dataset, "Decoding"),
+            workers=workers,
+        )
+    except imaging.ImagingError as exc:
+        build_log.write(f"Failed: {exc}")
+        fail(dataset, str(exc))
+        return
+    except Exception as exc:
+        log.exception("dataset %s: build crashed", dataset_id)
+        build_log.write(f"Failed with an internal error: {exc}")
+        fail(dataset, f"The build stopped with an internal error: {exc}")
+        raise
 
-    def progress(done, total):
-        nonlocal last_sent
+    seconds = time.monotonic() - started
+    if result.skipped:
+        build_log.write(f"{len(result.skipped):,} files could not be read; see Failed entries.")
+    build_log.write(
+        f"Done: {result.total_images:,} images in {seconds:.1f} s ({result.total_images / max(seconds, 1e-9):,.0f} "
+        f"images/s), {result.stored_bytes / 1e6:,.1f} MB stored."
+    )
+    Dataset.objects.filter(pk=dataset_id, status=Dataset.Status.RUNNING).update(
+        status=Dataset.Status.DONE,
+        classes=result.classes,
+        counts=result.counts,
+        skipped=[list(item) for item in plan.skipped + result.skipped],
+        stored_bytes=result.stored_bytes,
+        progress_done=plan.total,
+        progress_total=plan.total,
+        finished=timezone.now(),
+    )
+    broadcast(dataset.group_name, {"type": "status", "status": Dataset.Status.DONE, "error": ""})
+
+
+_SPLIT_WORDS = (("train", "Training"), ("val", "Validation"), ("test", "Test"))
+
+
+def plan_for(dataset):
+    """The classes and items of each split, from the row's source (lenient: bad list lines are skipped)."""
+    options = {
+        "val_percent": dataset.val_percent,
+        "test_percent": dataset.test_percent,
+        "seed": dataset.seed,
+        "min_per_class": dataset.min_per_class,
+        "max_per_class": dataset.max_per_class,
+    }
+    allowed = [dataset.upload_dir]
+    if dataset.source_type == Dataset.SourceType.LISTS:
+        labels_path = rules.resolve_import_path(dataset.labels_file, allowed=allowed)
+        classes = lists.read_labels(_read(labels_path, "labels file"))
+        parsed, names = {}, {}
+        for split, value in (("train", dataset.train_list), ("val", dataset.val_list), ("test", dataset.test_list)):
+            if value:
+                path = rules.resolve_import_path(value, allowed=allowed)
+                names[split] = f"{_SPLIT_WORDS_BY_KEY[split].lower()} list"
+                parsed[split] = lists.parse_list(_read(path, names[split]), classes, names[split])
+        prefix = rules.resolve_import_path(dataset.list_prefix) if dataset.list_prefix else None
+        return sources.plan_lists(
+            classes, parsed, list_names=names, prefix=prefix, roots=rules.import_roots(), strict=False, **options
+        )
+    if dataset.source_type == Dataset.SourceType.ARCHIVE:
+        return sources.plan_folders(dataset.extracted_dir, **options)
+    return sources.plan_folders(
+        rules.resolve_import_path(dataset.source_folder),
+        val_root=rules.resolve_import_path(dataset.val_folder) if dataset.val_folder else None,
+        test_root=rules.resolve_import_path(dataset.test_folder) if dataset.test_folder else None,
+        **options,
+    )
+
+
+_SPLIT_WORDS_BY_KEY = dict(_SPLIT_WORDS)
+
+
+def _read(path, what):
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise imaging.ImagingError(f"Cannot read the {what}: {exc.strerror or exc}.") from None
+
+
+def _display_root(dataset):
+    """Failed entries are shown relative to this folder."""
+    if dataset.source_type == Dataset.SourceType.ARCHIVE:
+        return dataset.extracted_dir
+    if dataset.source_type == Dataset.SourceType.LISTS:
+        return dataset.list_prefix or None
+    folders = [f for f in (dataset.source_folder, dataset.val_folder, dataset.test_folder) if f]
+    return os.path.commonpath(folders) if len(folders) > 1 else dataset.source_folder
+
+
+def _extract(dataset, build_log):
+    if dataset.extracted_dir.is_dir():  # a clone, given the images of the dataset it was cloned from
+        build_log.write("Using the images extracted from the archive uploaded for the original dataset.")
+        return
+    archive = next(dataset.upload_dir.glob("archive.*"), None)
+    if archive is None:
+        raise imaging.ImagingError("The uploaded archive is missing; create the dataset again.")
+    staging = dataset.upload_dir / ".images.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    build_log.write(f"Checking and extracting “{dataset.archive_name or archive.name}”.")
+    try:
+        inspection = archives.extract_archive(archive, staging, rules.archive_limits(), Progress(dataset, "Extracting"))
+    except archives.ArchiveError:
+        archive.unlink(missing_ok=True)  # an archive that breaks the rules is not kept
+        raise
+    staging.rename(dataset.extracted_dir)
+    archive.unlink()  # the extracted images are what clones and previews use
+    ignored = f" ({inspection.ignored:,} other files ignored)" if inspection.ignored else ""
+    build_log.write(f"Extracted {len(inspection.members):,} images{ignored}.")
+
+
+class Progress:
+    """Progress of one phase: saved on the row and sent live, at most twice a second."""
+
+    def __init__(self, dataset, phase):
+        self.dataset = dataset
+        self.phase = phase
+        self.started = time.monotonic()
+        self.last_sent = 0.0
+
+    def __call__(self, done, total):
         now = time.monotonic()
-        if now - last_sent < PROGRESS_EVERY_SECONDS and done < total:
+        if now - self.last_sent < PROGRESS_EVERY_SECONDS and done < total:
             return
-        last_sent = now
-        Dataset.objects.filter(pk=dataset_id).update(progress_done=done, progress_total=total)
-        elapsed = now - started
+        self.last_sent = now
+        Dataset.objects.filter(pk=self.dataset.pk).update(progress_done=done, progress_total=total)
+        elapsed = now - self.started
         rate = done / elapsed if elapsed > 0 else 0.0
         broadcast(
-            dataset.group_name,
+            self.dataset.group_name,
             {
                 "type": "progress",
+                "phase": self.phase,
                 "done": done,
                 "total": total,
                 "images_per_second": round(rate, 1),
@@ -46,49 +205,50 @@ def build(dataset_id):
             },
         )
 
-    try:
-        result = imaging.build_dataset(
-            dataset.source_folder,
-            dataset.directory,
-            width=dataset.width,
-            height=dataset.height,
-            channels=dataset.channels,
-            resize_mode=dataset.resize_mode,
-            val_percent=dataset.val_percent,
-            seed=dataset.seed,
-            progress=progress,
-        )
-    except imaging.ImagingError as exc:
-        _fail(dataset, str(exc))
+
+class BuildLog:
+    """The build's log: lines stamped with the time since the start, kept on the row and sent live."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.started = time.monotonic()
+        self.lines = []
+
+    def write(self, message):
+        line = f"[{time.monotonic() - self.started:6.1f} s] {message}"
+        self.lines.append(line)
+        Dataset.objects.filter(pk=self.dataset.pk).update(log="\n".join(self.lines))
+        # The whole log each time: a page that missed a line (reconnecting) is whole again.
+        broadcast(self.dataset.group_name, {"type": "log", "text": "\n".join(self.lines)})
+
+
+def fail(dataset, reason):
+    """Mark the build failed and remove what it wrote; uploaded images stay for a clone to use."""
+    if not dataset.mark_failed(reason):
         return
-    except Exception as exc:
-        log.exception("dataset %s: build crashed", dataset_id)
-        _fail(dataset, f"The build stopped with an internal error: {exc}")
-        raise
-
-    Dataset.objects.filter(pk=dataset_id, status=Dataset.Status.RUNNING).update(
-        status=Dataset.Status.DONE,
-        classes=result.classes,
-        counts=result.counts,
-        skipped=[list(item) for item in result.skipped],
-        progress_done=result.total_images,
-        progress_total=result.total_images,
-        finished=timezone.now(),
-    )
-    broadcast(dataset.group_name, {"type": "status", "status": Dataset.Status.DONE, "error": ""})
-
-
-def _fail(dataset, reason):
-    dataset.mark_failed(reason)
-    # The core builds into a temporary folder; this only guards against leftovers.
     shutil.rmtree(dataset.directory, ignore_errors=True)
+    for leftover in dataset.directory.parent.glob(f".{dataset.pk}.partial-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    shutil.rmtree(dataset.upload_dir / ".images.partial", ignore_errors=True)
     broadcast(dataset.group_name, {"type": "status", "status": Dataset.Status.FAILED, "error": reason})
 
 
 def on_failure(job, connection, exc_type, exc_value, traceback):
-    """RQ calls this when the job dies in a way the job itself could not catch (a timeout,
-    a killed work-horse): the row must not stay "running"."""
-    dataset_id = job.args[0]
-    Dataset.objects.filter(pk=dataset_id, status__in=[Dataset.Status.QUEUED, Dataset.Status.RUNNING]).update(
-        status=Dataset.Status.FAILED, error=f"The build job died: {exc_value or exc_type}", finished=timezone.now()
-    )
+    """RQ calls this when the job raised or timed out (not when its work-horse was killed: see
+    Dataset.check_job): the row must not stay "running"."""
+    dataset = Dataset.objects.filter(pk=job.args[0]).first()
+    if dataset is not None:
+        fail(dataset, f"The build job died: {exc_value or exc_type}")
+
+
+def job_is_dead(job_id, *, running):
+    """Whether the RQ job of a queued or running build has ended without the build ending."""
+    try:
+        status = Job.fetch(job_id, connection=django_rq.get_connection("datasets")).get_status()
+    except NoSuchJobError:
+        # Gone from Redis: lost with a flushed Redis, or expired long after it died.  A queued
+        # row may simply not be enqueued yet (that happens when its transaction commits).
+        return running
+    except RedisError:
+        return False  # cannot tell; ask again later
+    return status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)

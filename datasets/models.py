@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 from django.conf import settings
@@ -8,6 +9,15 @@ from django.utils import timezone
 from accounts.access import OwnedQuerySet
 from accounts.models import Visibility
 from config.queues import enqueue_on_commit
+
+SPLITS = ("train", "val", "test")
+SPLIT_NAMES = {"train": "Training", "val": "Validation", "test": "Test"}
+
+
+class DatasetQuerySet(OwnedQuerySet):
+    def trainable(self):
+        """Built datasets training can read: raw pixels (PNG/JPEG-stored ones would need decoding)."""
+        return self.filter(status=Dataset.Status.DONE, encoding=Dataset.Encoding.RAW)
 
 
 class Dataset(models.Model):
@@ -27,34 +37,65 @@ class Dataset(models.Model):
         FILL = "fill", "Fill"
         HALF_CROP = "half_crop", "Half crop, half fill"
 
+    class SourceType(models.TextChoices):
+        FOLDER = "folder", "Folder on the server"
+        ARCHIVE = "archive", "Upload an archive"
+        LISTS = "lists", "Text-file lists"
+
+    class Encoding(models.TextChoices):
+        RAW = "raw", "Raw pixels"
+        PNG = "png", "PNG"
+        JPEG = "jpeg", "JPEG"
+
     name = models.CharField(max_length=200)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="datasets")
     team = models.ForeignKey("accounts.Team", models.SET_NULL, null=True, blank=True, related_name="datasets")
     visibility = models.CharField(max_length=20, choices=Visibility.choices, default=Visibility.PRIVATE)
 
-    source_folder = models.CharField(max_length=1000)
+    # Where the images come from.  Paths are real server paths: under an import root when a user
+    # named them, under upload_dir when they were uploaded.
+    source_type = models.CharField(max_length=10, choices=SourceType.choices, default=SourceType.FOLDER)
+    source_folder = models.CharField(max_length=1000, blank=True)  # training class folders
+    val_folder = models.CharField(max_length=1000, blank=True)
+    test_folder = models.CharField(max_length=1000, blank=True)
+    labels_file = models.CharField(max_length=1000, blank=True)
+    train_list = models.CharField(max_length=1000, blank=True)
+    val_list = models.CharField(max_length=1000, blank=True)
+    test_list = models.CharField(max_length=1000, blank=True)
+    list_prefix = models.CharField(max_length=1000, blank=True)
+    archive_name = models.CharField(max_length=255, blank=True)  # shown to people only, never a path
+    cloned_from = models.ForeignKey("self", models.SET_NULL, null=True, blank=True, related_name="clones")
+
     width = models.PositiveIntegerField(default=28)
     height = models.PositiveIntegerField(default=28)
     channels = models.PositiveSmallIntegerField(choices=ImageType.choices, default=ImageType.GRAYSCALE)
     resize_mode = models.CharField(max_length=20, choices=ResizeMode.choices, default=ResizeMode.SQUASH)
     val_percent = models.PositiveSmallIntegerField(default=25)
+    test_percent = models.PositiveSmallIntegerField(default=0)
     seed = models.PositiveIntegerField(default=0)
+    min_per_class = models.PositiveIntegerField(default=1)
+    max_per_class = models.PositiveIntegerField(null=True, blank=True)
+    shuffle = models.BooleanField(default=True)
+    encoding = models.CharField(max_length=10, choices=Encoding.choices, default=Encoding.RAW)
 
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     error = models.TextField(blank=True)
     progress_done = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(default=0)
     classes = models.JSONField(default=list, blank=True)
-    # {"train": [count per class], "val": [...]}
+    # {"train": [count per class], "val": [...], "test": [...]}
     counts = models.JSONField(default=dict, blank=True)
-    # [[relative path, reason], ...] of the files the build skipped.
+    # [[file, reason], ...] of what the build left out.
     skipped = models.JSONField(default=list, blank=True)
+    log = models.TextField(blank=True)
+    stored_bytes = models.BigIntegerField(default=0)
+    job_id = models.CharField(max_length=100, blank=True)
 
     created = models.DateTimeField(default=timezone.now)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
 
-    objects = OwnedQuerySet.as_manager()
+    objects = DatasetQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created"]
@@ -70,12 +111,21 @@ class Dataset(models.Model):
         return Path(settings.DATA_ROOT) / "datasets" / str(self.pk)
 
     @property
+    def upload_dir(self):
+        """Uploaded archives, lists and extracted images: named by the dataset, never by the user."""
+        return Path(settings.DATA_ROOT) / "uploads" / str(self.pk)
+
+    @property
     def group_name(self):
         return f"dataset-{self.pk}"
 
     @property
     def is_usable(self):
         return self.status == self.Status.DONE
+
+    @property
+    def is_trainable(self):
+        return self.is_usable and self.encoding == self.Encoding.RAW
 
     @property
     def is_finished(self):
@@ -96,23 +146,73 @@ class Dataset(models.Model):
     def val_count(self):
         return self.split_total("val")
 
+    @property
+    def test_count(self):
+        return self.split_total("test")
+
+    @property
+    def image_count(self):
+        return sum(self.split_total(split) for split in SPLITS)
+
+    def split_rows(self):
+        """(split, name, count) of the splits that hold images."""
+        return [(split, SPLIT_NAMES[split], self.split_total(split)) for split in SPLITS if self.split_total(split)]
+
     def class_rows(self):
         """Per class: name, counts per split and each count as a share of the largest
         class (the page draws those as bars)."""
-        train = self.counts.get("train", [])
-        val = self.counts.get("val", [])
-        rows = [
-            {"name": name, "train": train[i] if i < len(train) else 0, "val": val[i] if i < len(val) else 0}
-            for i, name in enumerate(self.classes)
-        ]
-        largest = max((row["train"] + row["val"] for row in rows), default=0) or 1
+        rows = []
+        for i, name in enumerate(self.classes):
+            row = {"name": name, "index": i}
+            for split in SPLITS:
+                counts = self.counts.get(split, [])
+                row[split] = counts[i] if i < len(counts) else 0
+            rows.append(row)
+        largest = max((sum(row[split] for split in SPLITS) for row in rows), default=0) or 1
         for row in rows:
-            row["train_share"] = 100 * row["train"] / largest
-            row["val_share"] = 100 * row["val"] / largest
+            for split in SPLITS:
+                row[f"{split}_share"] = 100 * row[split] / largest
         return rows
 
+    def distribution(self):
+        """Images per class of each split, for the page's charts."""
+        return {
+            "classes": self.classes,
+            "splits": [
+                {"split": split, "name": SPLIT_NAMES[split], "counts": self.counts.get(split, [])}
+                for split in SPLITS
+                if self.split_total(split)
+            ],
+        }
+
+    @property
+    def source_is_uploaded(self):
+        return self.source_type == self.SourceType.ARCHIVE or any(
+            self.is_upload(path) for path in (self.labels_file, self.train_list, self.val_list, self.test_list)
+        )
+
+    def is_upload(self, path):
+        return bool(path) and Path(path).is_relative_to(self.upload_dir)
+
+    @property
+    def extracted_dir(self):
+        """Where an uploaded archive's class folders are extracted to."""
+        return self.upload_dir / "images"
+
     def enqueue_build(self):
-        enqueue_on_commit("datasets", "datasets.jobs.build", self.pk, on_failure="datasets.jobs.on_failure")
+        # The job id comes from the row, so that the row can always find its job again (check_job).
+        self.job_id = f"dataset-build-{self.pk}"
+        Dataset.objects.filter(pk=self.pk).update(job_id=self.job_id)
+        enqueue_on_commit(
+            "datasets", "datasets.jobs.build", self.pk, on_failure="datasets.jobs.on_failure", job_id=self.job_id
+        )
+
+    def delete_files(self):
+        shutil.rmtree(self.directory, ignore_errors=True)
+        shutil.rmtree(self.upload_dir, ignore_errors=True)
+        # A build killed mid-way leaves its staging folder next to where the dataset would be.
+        for leftover in self.directory.parent.glob(f".{self.pk}.partial-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
     # --- Job state changes: each claims the row with a filtered update. -------------------
     def claim(self):
@@ -123,6 +223,25 @@ class Dataset(models.Model):
         return claimed == 1
 
     def mark_failed(self, reason):
-        Dataset.objects.filter(pk=self.pk).exclude(status=self.Status.DONE).update(
+        """Queued or running → failed. False when the build had already ended."""
+        failed = Dataset.objects.filter(pk=self.pk, status__in=[self.Status.QUEUED, self.Status.RUNNING]).update(
             status=self.Status.FAILED, error=reason, finished=timezone.now()
         )
+        return failed == 1
+
+    def check_job(self):
+        """Fail a build whose job died without saying so, and say whether it did.
+
+        RQ 3 runs a job's on_failure callback when the job raises or times out, but not when its
+        work-horse is killed (kill -9, the OOM killer): the worker then only marks the job failed
+        in Redis.  The row would stay "Building" forever, so whoever looks at it asks Redis.
+        """
+        if self.status not in (self.Status.QUEUED, self.Status.RUNNING) or not self.job_id:
+            return False
+        from datasets import jobs
+
+        if not jobs.job_is_dead(self.job_id, running=self.status == self.Status.RUNNING):
+            return False
+        jobs.fail(self, "The build stopped without finishing: its worker was killed (out of memory?).")
+        self.refresh_from_db()
+        return True

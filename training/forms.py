@@ -1,60 +1,371 @@
+import itertools
 import math
 
 from django import forms
+from django.db import transaction
 
-from accounts.forms import OwnedObjectForm
+from accounts.access import teams_for
+from accounts.models import Visibility
 from datasets.models import Dataset
-from training.models import Experiment
+from training import schedules
+from training.models import Experiment, Snapshot, Sweep
+
+MAX_SWEEP = 16
+
+NETWORK_CHOICES = Experiment.Network.choices
+FLIP_CHOICES = [
+    ("none", "None"),
+    ("fliplr", "Horizontal"),
+    ("flipud", "Vertical"),
+    ("fliplrud", "Horizontal and vertical"),
+]
+QUAD_ROT_CHOICES = [
+    ("none", "None"),
+    ("rot90", "0, 90 or 270 degrees"),
+    ("rot180", "0 or 180 degrees"),
+    ("rotall", "0, 90, 180 or 270 degrees"),
+]
+MEAN_CHOICES = [("image", "Image"), ("pixel", "Pixel"), ("none", "None")]
+POLICY_CHOICES = [
+    ("fixed", "Fixed"),
+    ("step", "Step down"),
+    ("multistep", "Step down (arbitrary steps)"),
+    ("exp", "Exponential decay"),
+    ("inv", "Inverse decay"),
+    ("poly", "Polynomial decay"),
+    ("sigmoid", "Sigmoid decay"),
+]
+EARLY_STOPPING_CHOICES = [("", "Off"), ("val_loss", "Validation loss"), ("val_accuracy", "Validation accuracy")]
+
+# Form field → LRPolicy field; the names say which policy each belongs to.
+POLICY_FIELDS = [
+    "step_size",
+    "step_gamma",
+    "multistep_values",
+    "multistep_gamma",
+    "exp_gamma",
+    "inv_gamma",
+    "inv_power",
+    "poly_power",
+    "sigmoid_step",
+    "sigmoid_gamma",
+]
+SOLVER_FIELDS = ["momentum", "weight_decay", "rms_decay", "adadelta_decay", "adam_beta1", "adam_beta2", "delta"]
+RUN_FIELDS = ["batch_accumulation", "shuffle", "val_interval", "snapshot_interval", "early_stopping", "patience"]
+AUGMENTATION_FIELDS = ["use_mean", "crop_size", "flip", "quad_rot", "rotation", "noise", "hsv"]
 
 
-class ExperimentForm(OwnedObjectForm):
-    class Meta:
-        model = Experiment
-        fields = ["name", "dataset", "network", "epochs", "batch_size", "solver", "learning_rate", "seed", "visibility", "team"]
-        help_texts = {
-            "network": "Sized to the dataset's images and classes.",
-            "seed": "Same seed, same data and settings: the same run.",
-        }
+def parse_values(text, kind, label):
+    """ "0.01, 0.001" → [0.01, 0.001]: several values make a sweep."""
+    values = []
+    for part in str(text).replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            values.append(kind(part))
+        except ValueError:
+            raise forms.ValidationError(f"“{part}” is not a valid {label}.") from None
+    if not values:
+        raise forms.ValidationError(f"Give at least one {label}.")
+    return list(dict.fromkeys(values))
 
-    def __init__(self, *args, **kwargs):
+
+def grouped_dataset_choices(datasets, user):
+    """The datasets a user may train on, grouped: their own, then each team's, then the
+    rest of the organisation's."""
+    groups = {}
+    for dataset in datasets:
+        if dataset.owner_id == user.pk:
+            group = "My datasets"
+        elif dataset.visibility == Visibility.TEAM and dataset.team is not None:
+            group = f"Team {dataset.team.name}"
+        else:
+            group = "Organisation"
+        groups.setdefault(group, []).append((dataset.pk, f"{dataset.name} ({dataset.width}×{dataset.height})"))
+    order = ["My datasets"] + sorted(g for g in groups if g.startswith("Team ")) + ["Organisation"]
+    return [(group, groups[group]) for group in order if group in groups]
+
+
+class ExperimentForm(forms.Form):
+    """Everything DIGITS let people set for a classification model, and what it lacked.
+
+    Several learning rates and/or batch sizes create one experiment per combination,
+    grouped in a sweep.
+    """
+
+    name = forms.CharField(max_length=200)
+    dataset = forms.TypedChoiceField(coerce=int)
+    network = forms.ChoiceField(choices=NETWORK_CHOICES, initial="lenet")
+    network_spec = forms.CharField(
+        required=False,
+        label="Custom network",
+        widget=forms.Textarea(attrs={"rows": 16, "spellcheck": "false", "class": "code"}),
+        help_text="Layers in YAML or JSON. “Customize” loads a standard network to start from.",
+    )
+    pretrained = forms.ModelChoiceField(
+        queryset=Snapshot.objects.none(),
+        required=False,
+        label="Pretrained weights",
+        empty_label="— none: random initialisation —",
+        help_text="Fine-tune from a snapshot; layers that do not fit (the classifier, for another class count) start fresh.",
+    )
+
+    epochs = forms.IntegerField(min_value=1, max_value=1000, initial=30)
+    batch_sizes = forms.CharField(
+        label="Batch size", initial="64", help_text="Several values separated by commas create a sweep."
+    )
+    batch_accumulation = forms.IntegerField(
+        min_value=1, max_value=256, initial=1, help_text="Batches averaged into one update."
+    )
+    shuffle = forms.BooleanField(required=False, initial=True, help_text="A new order every epoch.")
+    seed = forms.IntegerField(min_value=0, initial=0, help_text="Same seed, data and settings: the same run.")
+
+    solver = forms.ChoiceField(choices=Experiment.Solver.choices, initial="sgd")
+    learning_rates = forms.CharField(
+        label="Base learning rate", initial="0.01", help_text="Several values separated by commas create a sweep."
+    )
+    momentum = forms.FloatField(initial=0.9, help_text="SGD and Nesterov.")
+    weight_decay = forms.FloatField(
+        required=False, min_value=0, help_text="Empty: DIGITS' default, learning rate / 100."
+    )
+    rms_decay = forms.FloatField(initial=0.99, label="RMS decay", help_text="RMSprop.")
+    adadelta_decay = forms.FloatField(initial=0.9, label="AdaDelta decay")
+    adam_beta1 = forms.FloatField(initial=0.9, label="Adam β1")
+    adam_beta2 = forms.FloatField(initial=0.999, label="Adam β2")
+    delta = forms.FloatField(initial=1e-8, label="Delta (ε)", help_text="AdaGrad, RMSprop, AdaDelta, Adam.")
+
+    lr_policy = forms.ChoiceField(choices=POLICY_CHOICES, initial="step", label="Policy")
+    step_size = forms.FloatField(initial=33, label="Step size (%)", help_text="Step down every this % of training.")
+    step_gamma = forms.FloatField(initial=0.1, label="Gamma")
+    multistep_values = forms.CharField(initial="50,85", label="Step values (%)")
+    multistep_gamma = forms.FloatField(initial=0.5, label="Gamma")
+    exp_gamma = forms.FloatField(initial=0.95, label="Gamma")
+    inv_gamma = forms.FloatField(initial=0.1, label="Gamma")
+    inv_power = forms.FloatField(initial=0.5, label="Power")
+    poly_power = forms.FloatField(initial=3, label="Power")
+    sigmoid_step = forms.FloatField(initial=50, label="Step (%)")
+    sigmoid_gamma = forms.FloatField(initial=0.1, label="Gamma")
+
+    use_mean = forms.ChoiceField(choices=MEAN_CHOICES, initial="image", label="Subtract mean")
+    crop_size = forms.IntegerField(
+        required=False, min_value=1, help_text="Random crops in training, centre crops otherwise. Empty: none."
+    )
+    flip = forms.ChoiceField(choices=FLIP_CHOICES, initial="none", label="Flipping")
+    quad_rot = forms.ChoiceField(choices=QUAD_ROT_CHOICES, initial="none", label="Quarter turns")
+    rotation = forms.FloatField(initial=0, min_value=0, max_value=180, label="Rotation (± degrees)")
+    noise = forms.FloatField(initial=0, min_value=0, max_value=1, label="Noise (std. dev.)")
+    hsv = forms.BooleanField(required=False, label="HSV shifting", help_text="Colour images only.")
+
+    val_interval = forms.FloatField(
+        initial=1, min_value=0, label="Validation interval (epochs)", help_text="0.5 validates twice an epoch."
+    )
+    snapshot_interval = forms.FloatField(initial=1, min_value=0, label="Snapshot interval (epochs)")
+    keep_snapshots = forms.IntegerField(
+        initial=3, min_value=0, label="Keep snapshots", help_text="The newest this many, and the best. 0 keeps all."
+    )
+    early_stopping = forms.ChoiceField(choices=EARLY_STOPPING_CHOICES, required=False, label="Early stopping on")
+    patience = forms.IntegerField(initial=5, min_value=1, help_text="Validations without improvement.")
+
+    queue = forms.ChoiceField(label="Run on", initial="training")
+    visibility = forms.ChoiceField(choices=Visibility.choices, initial=Visibility.PRIVATE)
+    team = forms.ModelChoiceField(queryset=None, required=False, empty_label="— no team —")
+
+    sections = [
+        ("Dataset and network", ["name", "dataset", "network", "network_spec", "pretrained"]),
+        ("Solver", ["solver", "learning_rates", "momentum", "weight_decay", "rms_decay", "adadelta_decay",
+                    "adam_beta1", "adam_beta2", "delta"]),
+        ("Learning rate policy", ["lr_policy", *POLICY_FIELDS]),
+        ("Training", ["epochs", "batch_sizes", "batch_accumulation", "shuffle", "seed", "val_interval",
+                      "early_stopping", "patience", "snapshot_interval", "keep_snapshots"]),
+        ("Data transformations", AUGMENTATION_FIELDS),
+        ("Run and share", ["queue", "visibility", "team"]),
+    ]  # fmt: skip
+
+    def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
-        usable = Dataset.objects.visible_to(self.user).filter(status=Dataset.Status.DONE)
-        self.fields["dataset"].queryset = usable.select_related("team")
-        self.fields["dataset"].empty_label = None if usable.exists() else "— no ready dataset yet —"
-        self.fields["epochs"].widget.attrs.update(min=1, max=1000)
-        self.fields["batch_size"].widget.attrs.update(min=1, max=4096)
-        self.fields["learning_rate"].widget.attrs.update(step="any", min=0)
+        from training import workers
 
-    def clean_epochs(self):
-        value = self.cleaned_data["epochs"]
-        if not 1 <= value <= 1000:
-            raise forms.ValidationError("Must be between 1 and 1000 epochs.")
-        return value
+        self.user = user
+        self.datasets = Dataset.objects.visible_to(user).filter(status=Dataset.Status.DONE).select_related("team")
+        self.fields["dataset"].choices = grouped_dataset_choices(self.datasets, user)
+        visible = Experiment.objects.visible_to(user)
+        self.fields["pretrained"].queryset = Snapshot.objects.filter(experiment__in=visible).select_related(
+            "experiment"
+        )
+        self.fields["pretrained"].label_from_instance = lambda s: f"{s.experiment.name} — epoch {s.epoch_label}"
+        self.fields["queue"].choices = workers.worker_device_choices()
+        self.fields["team"].queryset = teams_for(user)
 
-    def clean_learning_rate(self):
-        value = self.cleaned_data["learning_rate"]
-        if not math.isfinite(value) or value <= 0:
-            raise forms.ValidationError("The learning rate must be a number greater than 0.")
-        return value
+    # --- Field checks: each error lands next to the field that caused it. --------------
+    def clean_learning_rates(self):
+        rates = parse_values(self.cleaned_data["learning_rates"], float, "learning rate")
+        for rate in rates:
+            if not math.isfinite(rate) or rate <= 0:
+                raise forms.ValidationError("The learning rate must be a number greater than 0.")
+        return rates
+
+    def clean_batch_sizes(self):
+        sizes = parse_values(self.cleaned_data["batch_sizes"], int, "batch size")
+        if any(size < 1 for size in sizes):
+            raise forms.ValidationError("A batch size must be at least 1.")
+        return sizes
+
+    def clean_multistep_values(self):
+        try:
+            return list(schedules.parse_percentages(self.cleaned_data["multistep_values"]))
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def clean_dataset(self):
+        dataset = self.datasets.filter(pk=self.cleaned_data["dataset"]).first()
+        if dataset is None:
+            raise forms.ValidationError("Choose a ready dataset you may use.")
+        return dataset
 
     def clean(self):
         cleaned = super().clean()
-        dataset, network = cleaned.get("dataset"), cleaned.get("network")
-        if dataset is None:
+        if cleaned.get("visibility") == Visibility.TEAM and not cleaned.get("team"):
+            self.add_error("team", "Choose the team that may see it, or make it private.")
+        rates, sizes = cleaned.get("learning_rates"), cleaned.get("batch_sizes")
+        if rates and sizes and len(rates) * len(sizes) > MAX_SWEEP:
+            self.add_error("learning_rates", f"A sweep may have at most {MAX_SWEEP} combinations.")
+        dataset = cleaned.get("dataset")
+        if not isinstance(dataset, Dataset) or self.errors:
             return cleaned
-        batch_size = cleaned.get("batch_size")
-        train_images = dataset.split_total("train")
-        if batch_size is not None and not 1 <= batch_size <= train_images:
-            self.add_error(
-                "batch_size", f"Must be between 1 and the {train_images} images of the dataset's training split."
-            )
-        if network:
-            from models.networks import check_input
 
-            problem = check_input(network, dataset.image_shape, len(dataset.classes))
-            if problem:
-                self.add_error("network", problem)
+        if sizes and max(sizes) > dataset.train_count:
+            self.add_error("batch_sizes", f"At most the {dataset.train_count} images of the dataset's training split.")
+            return cleaned
+        network = self.network_for_engine()
+        if cleaned.get("network") == Experiment.Network.CUSTOM and not cleaned.get("network_spec", "").strip():
+            self.add_error("network_spec", "Write the custom network here, or press Customize to start from one.")
+            return cleaned
+        self._check_with_engine(dataset, network)
         return cleaned
+
+    def _check_with_engine(self, dataset, network):
+        """The engine has the last word on settings: it must accept every experiment this
+        form creates, and its messages are written for people."""
+        from models.networks import check_input
+
+        configs = self.train_configs()
+        for config in configs:
+            try:
+                config.validate()
+                config.augmentation.validate(dataset.image_shape)
+            except ValueError as exc:
+                self.add_error(None, str(exc))
+                return
+        input_shape = configs[0].augmentation.input_shape(dataset.image_shape)
+        problem = check_input(network, input_shape, len(dataset.classes))
+        if problem:
+            field = "network_spec" if self.cleaned_data["network"] == Experiment.Network.CUSTOM else "network"
+            self.add_error(field, problem)
+
+    # --- What the form makes ----------------------------------------------------------
+    def network_for_engine(self):
+        if self.cleaned_data.get("network") == Experiment.Network.CUSTOM:
+            return self.cleaned_data.get("network_spec", "")
+        return self.cleaned_data.get("network")
+
+    def options(self):
+        """Experiment.options: the engine's TrainConfig fields beyond the columns."""
+        data = self.cleaned_data
+        options = {name: data[name] for name in SOLVER_FIELDS + RUN_FIELDS}
+        options["early_stopping"] = data["early_stopping"] or None
+        options["lr_policy"] = {"policy": data["lr_policy"], **{name: data[name] for name in POLICY_FIELDS}}
+        options["augmentation"] = {name: data[name] for name in AUGMENTATION_FIELDS}
+        return options
+
+    def train_configs(self):
+        from training import engine
+
+        data = self.cleaned_data
+        options = self.options()
+        lr_policy = engine.LRPolicy(**options.pop("lr_policy"))
+        augmentation = engine.Augmentation(**options.pop("augmentation"))
+        return [
+            engine.TrainConfig(
+                network=self.network_for_engine(),
+                epochs=data["epochs"],
+                batch_size=size,
+                learning_rate=rate,
+                solver=data["solver"],
+                seed=data["seed"],
+                lr_policy=lr_policy,
+                augmentation=augmentation,
+                **options,
+            )
+            for rate, size in itertools.product(data["learning_rates"], data["batch_sizes"])
+        ]
+
+    @transaction.atomic
+    def create(self):
+        """One experiment, or one per learning rate × batch size in a sweep."""
+        data = self.cleaned_data
+        combinations = list(itertools.product(data["learning_rates"], data["batch_sizes"]))
+        shared = {
+            "owner": self.user,
+            "team": data["team"],
+            "visibility": data["visibility"],
+        }
+        sweep = Sweep.objects.create(name=data["name"], **shared) if len(combinations) > 1 else None
+        experiments = []
+        for rate, size in combinations:
+            name = data["name"] if sweep is None else f"{data['name']} · lr {rate:g} · batch {size}"
+            experiment = Experiment.objects.create(
+                name=name,
+                dataset=data["dataset"],
+                sweep=sweep,
+                network=data["network"],
+                network_spec=data["network_spec"] if data["network"] == Experiment.Network.CUSTOM else "",
+                pretrained=data["pretrained"],
+                epochs=data["epochs"],
+                batch_size=size,
+                learning_rate=rate,
+                solver=data["solver"],
+                seed=data["seed"],
+                options=self.options(),
+                keep_snapshots=data["keep_snapshots"],
+                queue=data["queue"],
+                **shared,
+            )
+            experiment.log_status("Queued")
+            experiment.enqueue_training()
+            experiments.append(experiment)
+        return sweep, experiments
+
+
+def initial_from(experiment):
+    """The form's initial values to clone an experiment."""
+    options = dict(experiment.options)
+    policy = options.pop("lr_policy", {})
+    augmentation = options.pop("augmentation", {})
+    initial = {
+        "name": f"{experiment.name} (clone)",
+        "dataset": experiment.dataset_id,
+        "network": experiment.network,
+        "network_spec": experiment.network_spec,
+        "pretrained": experiment.pretrained_id,
+        "epochs": experiment.epochs,
+        "batch_sizes": str(experiment.batch_size),
+        "learning_rates": f"{experiment.learning_rate:g}",
+        "solver": experiment.solver,
+        "seed": experiment.seed,
+        "keep_snapshots": experiment.keep_snapshots,
+        "queue": experiment.queue,
+        "visibility": experiment.visibility,
+        "team": experiment.team_id,
+        "lr_policy": policy.get("policy", "fixed"),
+        **{k: v for k, v in policy.items() if k != "policy"},
+        **augmentation,
+        **options,
+    }
+    if isinstance(initial.get("multistep_values"), list | tuple):
+        initial["multistep_values"] = ",".join(f"{v:g}" for v in initial["multistep_values"])
+    initial["early_stopping"] = initial.get("early_stopping") or ""
+    return initial
 
 
 class ClassifyForm(forms.Form):
@@ -64,4 +375,27 @@ class ClassifyForm(forms.Form):
     def __init__(self, *args, snapshots, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["snapshot"].queryset = snapshots
-        self.fields["snapshot"].label_from_instance = lambda s: f"Epoch {s.epoch}"
+        self.fields["snapshot"].label_from_instance = lambda s: f"Epoch {s.epoch_label}"
+
+
+def data_with_defaults(data):
+    """Form data for a script that names only what it cares about: every field it left
+    out takes the form's initial value, as if submitted untouched."""
+    merged = {}
+    form = ExperimentForm.base_fields
+    for name, field in form.items():
+        if field.initial is None:
+            continue
+        if isinstance(field, forms.BooleanField):
+            merged[name] = "on" if field.initial else ""
+        else:
+            merged[name] = str(field.initial)
+    aliases = {"learning_rate": "learning_rates", "batch_size": "batch_sizes"}
+    for key, value in data.items():
+        key = aliases.get(key, key)
+        if isinstance(value, bool):
+            value = "on" if value else ""
+        elif isinstance(value, list | tuple):
+            value = ",".join(str(v) for v in value)
+        merged[key] = value
+    return merged

@@ -6,61 +6,224 @@ parent process: forking after JAX has started its threads deadlocks, and the GPU
 released when the work-horse exits.
 """
 
+import dataclasses
 import logging
 import os
+import threading
 import time
 
 import numpy as np
+from django.conf import settings
+from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from config.events import broadcast
-from training.models import EpochMetric, Experiment, Snapshot
+from training.models import EpochMetric, Experiment, LogLine, Snapshot
 
 log = logging.getLogger(__name__)
 
-ABORT_CHECK_SECONDS = 1.0
+ABORT_CHECK_SECONDS = 0.5
+HEARTBEAT_SECONDS = 5.0
 
 
 def train(experiment_id):
-    experiment = Experiment.objects.select_related("dataset").filter(pk=experiment_id).first()
+    experiment = Experiment.objects.select_related("dataset", "pretrained").filter(pk=experiment_id).first()
     if experiment is None or not experiment.claim():
         log.info("experiment %s: not queued (deleted, aborted or claimed elsewhere); nothing to do", experiment_id)
         return
+    _send_status(experiment)
 
     import jax
 
     from training import engine
 
-    Experiment.objects.filter(pk=experiment.pk).update(device=describe_devices(jax.devices()))
-    _send_status(experiment)
-
+    engine.enable_compilation_cache(settings.JAX_CACHE_DIR)
+    devices = jax.devices()
+    Experiment.objects.filter(pk=experiment.pk).update(device=describe_devices(devices))
+    run = Run(experiment)
+    heartbeat = Heartbeat(experiment.pk, [d.id for d in devices if d.platform == "gpu"])
+    heartbeat.start()
     try:
         data = load_arrays(experiment.dataset)
-        config = engine.TrainConfig(
-            network=experiment.network,
-            epochs=experiment.epochs,
-            batch_size=experiment.batch_size,
-            learning_rate=experiment.learning_rate,
-            solver=experiment.solver,
-            seed=experiment.seed,
-        )
+        config = train_config(experiment)
         config.validate()
+        resume_from = run.latest_checkpoint()
+        pretrained = None
+        if resume_from is not None:
+            run.log(f"Resuming from the snapshot at epoch {run.resumed_at:g}.")
+        elif experiment.pretrained is not None:
+            pretrained = _read(experiment.pretrained.path)
+            run.log(
+                f"Starting from the weights of {experiment.pretrained.experiment} at epoch {experiment.pretrained.epoch_label}."
+            )
+        run.log(
+            f"Training {experiment.get_network_display()} on {len(data.train_y)} images, validating on "
+            f"{len(data.val_y)}, on {describe_devices(devices)}."
+        )
         result = engine.fit(
             data,
             config,
-            on_epoch=lambda metrics: record_epoch(experiment, metrics),
+            on_epoch=run.on_epoch,
+            on_validation=run.on_validation,
+            on_progress=run.on_progress,
+            on_snapshot=run.on_snapshot,
             should_stop=abort_checker(experiment.pk),
-            on_snapshot=lambda epoch, state: save_snapshot(experiment, epoch, state),
+            resume_from=resume_from,
+            pretrained=pretrained,
         )
     except (engine.TrainingError, ValueError) as exc:
+        run.log(str(exc), level="error")
         _finish(experiment, Experiment.Status.FAILED, str(exc))
         return
     except Exception as exc:
         log.exception("experiment %s: training crashed", experiment_id)
         _finish(experiment, Experiment.Status.FAILED, f"Training stopped with an internal error: {exc}")
         raise
+    finally:
+        heartbeat.stop()
 
-    _finish(experiment, Experiment.Status.ABORTED if result.stopped else Experiment.Status.DONE)
+    if result.reinitialized:
+        run.log("Not taken from the pretrained weights (new for this dataset): " + ", ".join(result.reinitialized))
+    if result.stopped:
+        run.log("Aborted; the last snapshot keeps where it stopped, so it can be resumed.")
+        _finish(experiment, Experiment.Status.ABORTED)
+    elif result.early_stopped:
+        message = f"Stopped early after epoch {result.epochs_completed}: validation stopped improving."
+        run.log(message)
+        _finish(experiment, Experiment.Status.DONE)
+    else:
+        run.log("Training finished.")
+        _finish(experiment, Experiment.Status.DONE)
+
+
+def train_config(experiment):
+    """The engine's TrainConfig from the row: columns plus the form's options."""
+    from training import engine
+
+    options = dict(experiment.options)
+    lr_policy = engine.LRPolicy(**options.pop("lr_policy", {}))
+    augmentation = engine.Augmentation(**options.pop("augmentation", {}))
+    known = {field.name for field in dataclasses.fields(engine.TrainConfig)}
+    unknown = set(options) - known
+    if unknown:
+        raise ValueError(f"Unknown training options: {', '.join(sorted(unknown))}.")
+    network = experiment.network_spec if experiment.network == Experiment.Network.CUSTOM else experiment.network
+    return engine.TrainConfig(
+        network=network,
+        epochs=experiment.epochs,
+        batch_size=experiment.batch_size,
+        learning_rate=experiment.learning_rate,
+        solver=experiment.solver,
+        seed=experiment.seed,
+        lr_policy=lr_policy,
+        augmentation=augmentation,
+        **options,
+    )
+
+
+class Run:
+    """The engine's callbacks for one experiment: rows, files and live events."""
+
+    def __init__(self, experiment):
+        self.experiment = experiment
+        self.last_validation = (None, None)
+        snapshot = experiment.snapshots.order_by("-epoch").first()
+        self.resume_snapshot = snapshot
+        self.resumed_at = snapshot.epoch if snapshot else 0
+
+    def latest_checkpoint(self):
+        if self.resume_snapshot is None:
+            return None
+        return _read(self.resume_snapshot.path)
+
+    def log(self, message, level="info"):
+        line = LogLine.objects.create(experiment=self.experiment, level=level, message=message)
+        broadcast(self.experiment.group_name, line.as_event())
+
+    def on_epoch(self, metrics):
+        row, _ = EpochMetric.objects.update_or_create(
+            experiment=self.experiment,
+            epoch=metrics["epoch"],
+            defaults={
+                "train_loss": metrics["train_loss"],
+                "val_loss": metrics["val_loss"],
+                "val_accuracy": metrics["val_accuracy"],
+                "learning_rate": metrics["learning_rate"],
+                "images_per_second": metrics["images_per_second"],
+                "seconds": metrics["seconds"],
+            },
+        )
+        broadcast(self.experiment.group_name, row.as_event())
+        accuracy = "" if row.val_accuracy is None else f", validation accuracy {100 * row.val_accuracy:.1f}%"
+        self.log(
+            f"Epoch {row.epoch:g}: train loss {row.train_loss:.4f}{accuracy} ({row.images_per_second:.0f} images/s)"
+        )
+
+    def on_validation(self, epoch, val_loss, val_accuracy):
+        self.last_validation = (val_loss, val_accuracy)
+        if float(epoch).is_integer():
+            return  # the epoch's own row carries it (on_epoch comes next)
+        row, _ = EpochMetric.objects.update_or_create(
+            experiment=self.experiment,
+            epoch=epoch,
+            defaults={"val_loss": val_loss, "val_accuracy": val_accuracy, "train_loss": None},
+        )
+        broadcast(self.experiment.group_name, row.as_event())
+
+    def on_progress(self, epoch, step, steps, images_per_second):
+        remaining = (steps - step) + steps * (self.experiment.epochs - epoch)
+        batch = self.experiment.batch_size
+        progress = {
+            "epoch": epoch,
+            "step": step,
+            "steps": steps,
+            "images_per_second": round(images_per_second, 1),
+            "eta_seconds": round(remaining * batch / images_per_second, 1) if images_per_second > 0 else None,
+        }
+        Experiment.objects.filter(pk=self.experiment.pk).update(progress=progress)
+        broadcast(self.experiment.group_name, {"type": "progress", **progress})
+
+    def on_snapshot(self, epoch, state):
+        folder = self.experiment.directory
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"snapshot-epoch-{epoch:g}.ckpt"
+        partial = path.with_suffix(".partial")
+        partial.write_bytes(state)
+        # A reader never sees half a file: the rename is atomic on one filesystem.
+        os.replace(partial, path)
+        val_loss, val_accuracy = self.last_validation
+        snapshot, _ = Snapshot.objects.update_or_create(
+            experiment=self.experiment,
+            epoch=epoch,
+            defaults={"path": str(path), "size_bytes": len(state), "val_loss": val_loss, "val_accuracy": val_accuracy},
+        )
+        broadcast(self.experiment.group_name, {"type": "snapshot", "epoch": epoch, "id": snapshot.pk})
+        for old in retired_snapshots(self.experiment):
+            self.log(
+                f"Removed the snapshot of epoch {old.epoch_label} (keeping the last {self.experiment.keep_snapshots} and the best)."
+            )
+            _remove_snapshot(old)
+
+
+def retired_snapshots(experiment):
+    """Snapshots the retention rule no longer keeps: all but the newest K and the best
+    (by validation loss). K = 0 keeps everything."""
+    keep = experiment.keep_snapshots
+    snapshots = list(experiment.snapshots.order_by("-epoch"))
+    if keep == 0 or len(snapshots) <= keep:
+        return []
+    scored = [s for s in snapshots if s.val_loss is not None]
+    best = min(scored, key=lambda s: s.val_loss) if scored else None
+    return [s for s in snapshots[keep:] if s != best]
+
+
+def _remove_snapshot(snapshot):
+    path = snapshot.path
+    snapshot.delete()
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def describe_devices(devices):
@@ -94,34 +257,16 @@ def load_arrays(dataset):
     )
 
 
-def record_epoch(experiment, metrics):
-    row = EpochMetric.objects.create(
-        experiment=experiment,
-        epoch=metrics["epoch"],
-        train_loss=metrics["train_loss"],
-        val_loss=metrics["val_loss"],
-        val_accuracy=metrics["val_accuracy"],
-        learning_rate=metrics["learning_rate"],
-        images_per_second=metrics["images_per_second"],
-        seconds=metrics["seconds"],
-    )
-    broadcast(experiment.group_name, row.as_event())
-
-
-def save_snapshot(experiment, epoch, state):
-    folder = experiment.directory
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"snapshot-epoch-{epoch}.weights"
-    partial = path.with_suffix(".partial")
-    partial.write_bytes(state)
-    # A reader never sees half a file: the rename is atomic on one filesystem.
-    os.replace(partial, path)
-    snapshot, _ = Snapshot.objects.update_or_create(experiment=experiment, epoch=epoch, defaults={"path": str(path)})
-    broadcast(experiment.group_name, {"type": "snapshot", "epoch": epoch, "id": snapshot.pk})
+def _read(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise ValueError(f"The snapshot file {path} is missing.") from None
 
 
 def abort_checker(experiment_id):
-    """should_stop for the engine: reads the abort flag at most once a second."""
+    """should_stop for the engine: reads the abort flag at most twice a second."""
     last_check = 0.0
     requested = False
 
@@ -136,6 +281,50 @@ def abort_checker(experiment_id):
     return should_stop
 
 
+class Heartbeat(threading.Thread):
+    """Beats while the job runs, whatever the training loop is doing (a long compile
+    included), and samples the devices for the hardware panel. A stale heartbeat is how
+    a dead worker is told from a slow one."""
+
+    def __init__(self, experiment_id, gpu_indices):
+        super().__init__(name=f"heartbeat-{experiment_id}", daemon=True)
+        self.experiment_id = experiment_id
+        self.gpu_indices = gpu_indices
+        self.stopped = threading.Event()
+
+    def run(self):
+        try:
+            while not self.stopped.is_set():
+                self.beat()
+                self.stopped.wait(HEARTBEAT_SECONDS)
+        finally:
+            connection.close()
+
+    def beat(self):
+        hardware = _sample_hardware(self.gpu_indices)
+        try:
+            close_old_connections()
+            Experiment.objects.filter(pk=self.experiment_id, status=Experiment.Status.RUNNING).update(
+                heartbeat=timezone.now(), hardware=hardware
+            )
+        except Exception:
+            log.exception("experiment %s: heartbeat failed", self.experiment_id)
+            return
+        broadcast(f"experiment-{self.experiment_id}", {"type": "hardware", **hardware})
+
+    def stop(self):
+        self.stopped.set()
+        self.join(timeout=HEARTBEAT_SECONDS * 2)
+
+
+def _sample_hardware(gpu_indices):
+    try:
+        from training import devices
+    except ImportError:
+        return {}
+    return devices.sample(os.getpid(), gpu_indices)
+
+
 def _finish(experiment, status, error=""):
     experiment.finish(status, error)
     _send_status(experiment)
@@ -147,8 +336,11 @@ def _send_status(experiment):
 
 
 def on_failure(job, connection, exc_type, exc_value, traceback):
-    """RQ calls this when the job dies in a way it could not catch itself (a timeout, a
-    killed work-horse): the row must not stay "running"."""
-    Experiment.objects.filter(pk=job.args[0], status__in=Experiment.ACTIVE).update(
-        status=Experiment.Status.FAILED, error=f"The training job died: {exc_value or exc_type}", finished=timezone.now()
-    )
+    """RQ calls this when the job dies in a way it could not catch itself: its work-horse
+    was killed, it timed out, or (found by another worker's registry cleanup) its whole
+    worker vanished. The row must not stay "running": it resumes from its last snapshot,
+    up to TRAINING_MAX_ATTEMPTS runs."""
+    experiment = Experiment.objects.filter(pk=job.args[0], rq_job_id=job.id, status=Experiment.Status.RUNNING).first()
+    if experiment is not None:
+        experiment.interrupted(f"The training job died ({exc_type.__name__})", settings.TRAINING_MAX_ATTEMPTS)
+        _send_status(experiment)

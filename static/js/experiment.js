@@ -4,12 +4,13 @@
 const ExperimentPage = {
   start(experimentId, status, totalEpochs) {
     const history = JSON.parse(document.getElementById("metrics-data").textContent);
+    const $ = (id) => document.getElementById(id);
     let lastEpoch = 0;
 
-    const metricsChart = new Chart(document.getElementById("metrics-chart"), {
+    const epochAxis = { type: "linear", min: 0, title: { display: true, text: "epoch" }, ticks: { precision: 1 } };
+    const metricsChart = new Chart($("metrics-chart"), {
       type: "line",
       data: {
-        labels: [],
         datasets: [
           { label: "train loss", data: [], borderColor: "#2563eb", yAxisID: "loss", tension: 0.2 },
           { label: "validation loss", data: [], borderColor: "#16a34a", yAxisID: "loss", tension: 0.2 },
@@ -19,65 +20,105 @@ const ExperimentPage = {
       options: {
         animation: false,
         maintainAspectRatio: false,
-        interaction: { mode: "index", intersect: false },
+        interaction: { mode: "nearest", axis: "x", intersect: false },
         scales: {
-          x: { title: { display: true, text: "epoch" } },
+          x: epochAxis,
           loss: { position: "left", title: { display: true, text: "loss" }, beginAtZero: true },
           accuracy: { position: "right", min: 0, max: 100, title: { display: true, text: "accuracy (%)" }, grid: { drawOnChartArea: false } },
         },
       },
     });
-    const lrChart = new Chart(document.getElementById("lr-chart"), {
+    const lrChart = new Chart($("lr-chart"), {
       type: "line",
-      data: { labels: [], datasets: [{ label: "learning rate", data: [], borderColor: "#7c3aed", stepped: true }] },
-      options: {
-        animation: false,
-        maintainAspectRatio: false,
-        scales: { x: { title: { display: true, text: "epoch" } }, y: { beginAtZero: true } },
-      },
+      data: { datasets: [{ label: "learning rate", data: [], borderColor: "#7c3aed", stepped: true }] },
+      options: { animation: false, maintainAspectRatio: false, scales: { x: epochAxis, y: { beginAtZero: true } } },
     });
 
     function addEpoch(event) {
       if (event.epoch <= lastEpoch) return;
       lastEpoch = event.epoch;
-      metricsChart.data.labels.push(event.epoch);
-      metricsChart.data.datasets[0].data.push(event.train_loss);
-      metricsChart.data.datasets[1].data.push(event.val_loss);
-      metricsChart.data.datasets[2].data.push(event.val_accuracy == null ? null : 100 * event.val_accuracy);
-      lrChart.data.labels.push(event.epoch);
-      lrChart.data.datasets[0].data.push(event.learning_rate);
+      const [train, val, accuracy] = metricsChart.data.datasets;
+      if (event.train_loss != null) train.data.push({ x: event.epoch, y: event.train_loss });
+      if (event.val_loss != null) val.data.push({ x: event.epoch, y: event.val_loss });
+      if (event.val_accuracy != null) accuracy.data.push({ x: event.epoch, y: 100 * event.val_accuracy });
+      if (event.learning_rate != null) lrChart.data.datasets[0].data.push({ x: event.epoch, y: event.learning_rate });
       metricsChart.update();
       lrChart.update();
-      const accuracy = event.val_accuracy == null ? "" : `, validation accuracy ${(100 * event.val_accuracy).toFixed(1)}%`;
-      document.getElementById("epoch-text").textContent =
-        `Epoch ${event.epoch} of ${totalEpochs}${accuracy} · ${Math.round(event.images_per_second)} images/s`;
-      document.body.dataset.epochs = String(lastEpoch);
+      if (event.train_loss == null) return; // a validation within the epoch
+      const acc = event.val_accuracy == null ? "" : `, validation accuracy ${(100 * event.val_accuracy).toFixed(1)}%`;
+      $("epoch-text").textContent = `Epoch ${event.epoch} of ${totalEpochs}${acc} · ${Math.round(event.images_per_second)} images/s`;
+      document.body.dataset.epochs = String(event.epoch);
     }
 
     function setStatus(event) {
-      const badge = document.getElementById("status");
+      const badge = $("status");
       badge.className = `status ${event.status}`;
       badge.textContent = { queued: "Queued", running: "Running", done: "Done", failed: "Failed", aborted: "Aborted" }[event.status] || event.status;
-      const error = document.getElementById("error");
+      const error = $("error");
       error.textContent = event.error || "";
       error.hidden = !event.error;
-      const abort = document.getElementById("abort-form");
-      if (abort) abort.hidden = !(event.status === "queued" || event.status === "running");
+      const active = event.status === "queued" || event.status === "running";
+      const abort = $("abort-form");
+      if (abort) abort.hidden = !active;
+      $("epoch-progress").hidden = event.status !== "running";
+      // Resume and the final snapshots come with a fresh render of the page's controls.
+      if (!active && status !== event.status && (event.status === "aborted" || event.status === "failed")) {
+        setTimeout(() => window.location.reload(), 800);
+      }
+      status = event.status;
+      document.body.dataset.status = event.status;
+    }
+
+    function showProgress(event) {
+      $("epoch-progress").hidden = false;
+      $("progress-bar").max = event.steps;
+      $("progress-bar").value = event.step;
+      const eta = event.eta_seconds == null ? "" : ` · about ${formatSeconds(event.eta_seconds)} left`;
+      $("progress-text").textContent =
+        `Epoch ${event.epoch + 1}: batch ${event.step} of ${event.steps} · ${Math.round(event.images_per_second)} images/s${eta}`;
+    }
+
+    function formatSeconds(s) {
+      return s >= 3600 ? `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min` : s >= 60 ? `${Math.round(s / 60)} min` : `${Math.ceil(s)} s`;
     }
 
     function addSnapshot(event) {
-      const select = document.getElementById("id_snapshot");
+      const select = $("id_snapshot");
       if (!select || Array.from(select.options).some((o) => o.value === String(event.id))) return;
       // Newest first, and chosen: that is the snapshot people want to try.
       select.prepend(new Option(`Epoch ${event.epoch}`, event.id, true, true));
-      document.getElementById("classify").hidden = false;
+      $("classify").hidden = false;
+    }
+
+    function addLog(event) {
+      const line = document.createElement("span");
+      line.className = event.level;
+      line.textContent = `${event.time.slice(11, 19)}  ${event.message}\n`;
+      $("log").append(line);
+      $("log").scrollTop = $("log").scrollHeight;
+    }
+
+    function showHardware(event) {
+      const body = $("hardware-body");
+      const rows = [];
+      for (const gpu of event.gpus || []) {
+        const memory = gpu.memory_total_bytes ? (100 * gpu.memory_used_bytes) / gpu.memory_total_bytes : 0;
+        rows.push(`<tr><td>GPU ${gpu.index} · ${gpu.name}</td><td>${Math.round(gpu.utilization_percent)}% busy</td>
+          <td class="bar-cell"><span class="bar" style="width:${memory.toFixed(0)}%"></span></td><td>${(gpu.memory_used_bytes / 2 ** 30).toFixed(1)} of ${(gpu.memory_total_bytes / 2 ** 30).toFixed(1)} GiB</td></tr>`);
+      }
+      rows.push(`<tr><td>CPU of the job</td><td>${Math.round(event.cpu_percent)}%</td><td></td><td>${(event.rss_bytes / 2 ** 20).toFixed(0)} MiB RAM</td></tr>`);
+      body.innerHTML = `<table class="list"><tbody>${rows.join("")}</tbody></table>`;
     }
 
     history.forEach(addEpoch);
+    document.body.dataset.status = status;
     Live.connect(`/ws/experiments/${experimentId}/`, {
       epoch: addEpoch,
       status: setStatus,
       snapshot: addSnapshot,
+      progress: showProgress,
+      log: addLog,
+      hardware: showHardware,
     }, (socket) => socket.send(JSON.stringify({ after_epoch: lastEpoch })));
   },
 };

@@ -1,0 +1,42 @@
+"""Where user input may point, and how large an upload may grow: the rules the form checks
+before the job and the job checks again (files change, and a job must not trust its row)."""
+
+from pathlib import Path
+
+from django.conf import settings
+
+from datasets.archives import Limits
+from datasets.imaging import ImagingError
+
+
+def import_roots():
+    return [Path(root).resolve() for root in settings.DATA_IMPORT_ROOTS]
+
+
+def resolve_import_path(value, *, allowed=()):
+    """The real path of a server path a user named, if it lies under an import root (or one of
+    `allowed`, such as the dataset's own uploads).
+
+    A relative path is taken relative to each import root in turn.  Symlinks are resolved
+    before the check, so a link cannot lead outside the roots.
+    """
+    roots = import_roots()
+    inside = roots + [Path(folder).resolve() for folder in allowed]
+    raw = Path(str(value).strip()).expanduser()
+    candidates = [raw] if raw.is_absolute() else [root / raw for root in roots]
+    for candidate in candidates:
+        real = candidate.resolve()
+        if any(real == root or real.is_relative_to(root) for root in inside):
+            return real
+    shown = ", ".join(str(root) for root in roots) or "(none configured)"
+    raise ImagingError(f"This path is outside the import folders. Allowed: {shown}.")
+
+
+def archive_limits():
+    """The archive limits, which an installation may change in its settings."""
+    defaults = Limits()
+    return Limits(
+        max_entries=getattr(settings, "DATASET_ARCHIVE_MAX_ENTRIES", defaults.max_entries),
+        max_bytes=getattr(settings, "DATASET_ARCHIVE_MAX_BYTES", defaults.max_bytes),
+        max_ratio=getattr(settings, "DATASET_ARCHIVE_MAX_RATIO", defaults.max_ratio),
+    )

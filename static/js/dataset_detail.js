@@ -1,0 +1,51 @@
+// The dataset page: one class-distribution chart per split, and, while the dataset builds,
+// live progress (images, images/s, time left) and log over the page's WebSocket.
+(function () {
+  const script = document.currentScript;
+  const $ = (id) => document.getElementById(id);
+  const COLORS = { train: "#2563eb", val: "#93c5fd", test: "#f59e0b" };
+
+  const distribution = JSON.parse($("distribution").textContent);
+  if (window.Chart) {
+    for (const split of distribution.splits) {
+      const canvas = $(`chart-${split.split}`);
+      if (!canvas) continue;
+      new Chart(canvas, {
+        type: "bar",
+        data: { labels: distribution.classes, datasets: [{ label: split.name, data: split.counts, backgroundColor: COLORS[split.split] }] },
+        options: {
+          maintainAspectRatio: false,
+          animation: false,
+          plugins: { legend: { display: false } },
+          scales: { y: { beginAtZero: true, ticks: { precision: 0 } }, x: { ticks: { autoSkip: true, maxRotation: 60 } } },
+        },
+      });
+    }
+  }
+
+  if (script.dataset.finished === "1") return;
+  const seconds = (s) => (s < 90 ? `${Math.ceil(s)} s` : `${Math.round(s / 60)} min`);
+  Live.connect(script.dataset.socket, {
+    progress(event) {
+      if (!event.total) return;
+      $("build-progress").hidden = false;
+      const bar = $("progress-bar");
+      bar.max = event.total;
+      bar.value = event.done;
+      const what = event.phase === "Extracting" ? "files extracted" : "images";
+      const rate = event.images_per_second ? ` · ${Math.round(event.images_per_second)} ${event.phase === "Extracting" ? "files" : "images"}/s` : "";
+      const eta = event.eta_seconds == null || event.done >= event.total ? "" : ` · about ${seconds(event.eta_seconds)} left`;
+      $("progress-text").textContent = `${event.done.toLocaleString()} / ${event.total.toLocaleString()} ${what}${rate}${eta}`;
+      document.body.dataset.progress = `${event.done}/${event.total}`;
+    },
+    log(event) {
+      if (event.text) $("build-log").textContent = event.text;
+    },
+    status(event) {
+      const pill = $("status");
+      pill.className = `status ${event.status}`;
+      pill.textContent = { queued: "Queued", running: "Building", done: "Ready", failed: "Failed" }[event.status] || event.status;
+      if (event.status === "done" || event.status === "failed") window.location.reload();
+    },
+  });
+})();

@@ -1,0 +1,210 @@
+"""Learning-rate policies as DIGITS offered them, computed with Caffe's formulas.
+
+Pure Python and NumPy, no JAX: the experiment form draws its live preview from
+``learning_rate_curve`` without starting a JAX backend, and the engine builds
+its optax schedule from the very same ``Schedule.__call__`` (with
+``xp=jax.numpy``), so the preview and the training cannot disagree.
+
+DIGITS let people give step sizes as percentages of the whole training and
+turned them into Caffe's iteration counts when it wrote solver.prototxt
+(digits/model/tasks/caffe_train.py); ``LRPolicy.schedule`` does the same
+conversion, and ``Schedule`` is Caffe's SGDSolver::GetLearningRate. An
+"iteration" is one optimizer update: with batch accumulation N batches make one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+
+import numpy as np
+
+POLICIES = ("fixed", "step", "multistep", "exp", "inv", "poly", "sigmoid")
+
+
+@dataclasses.dataclass(frozen=True)
+class LRPolicy:
+    """A learning-rate policy with DIGITS' parameters and form defaults.
+
+    Percentages are of the whole training (all epochs). Only the fields of the
+    chosen ``policy`` matter; the others keep their defaults so that switching
+    policy in a form keeps sensible values.
+    """
+
+    policy: str = "fixed"
+    step_size: float = 33.0  # step: multiply by step_gamma every step_size % of training
+    step_gamma: float = 0.1
+    multistep_values: tuple[float, ...] = (50.0, 85.0)  # multistep: % of training; "50,85" is accepted
+    multistep_gamma: float = 0.5
+    exp_gamma: float = 0.95  # exp: factor per 1 % of training
+    inv_gamma: float = 0.1  # inv: base_lr * (1 + gamma * percent) ^ -power
+    inv_power: float = 0.5
+    poly_power: float = 3.0  # poly: base_lr * (1 - progress) ^ power, reaching 0 at the end
+    sigmoid_step: float = 50.0  # sigmoid: the half-way point, in % of training
+    sigmoid_gamma: float = 0.1  # sigmoid: steepness per 1 % of training
+
+    def __post_init__(self):
+        if isinstance(self.multistep_values, str):
+            object.__setattr__(self, "multistep_values", parse_percentages(self.multistep_values))
+        elif isinstance(self.multistep_values, list):
+            object.__setattr__(self, "multistep_values", tuple(self.multistep_values))
+
+    def validate(self) -> None:
+        """Raise ValueError with a user-facing message for the first bad field."""
+        if self.policy not in POLICIES:
+            raise ValueError(f'Unknown learning rate policy "{self.policy}". Available: {", ".join(POLICIES)}.')
+        if self.policy == "step":
+            _check(self.step_size, "Step size", low=0, high=100, low_open=True)
+            _check(self.step_gamma, "Step gamma", low=0, low_open=True)
+        elif self.policy == "multistep":
+            values = self.multistep_values
+            if not values or not all(_is_real(v) for v in values):
+                raise ValueError("Multi-step values must be a comma-separated list of percentages, e.g. 50,85.")
+            for v in values:
+                _check(v, "Each multi-step value", low=0, high=100, low_open=True)
+            if list(values) != sorted(values):
+                raise ValueError("Multi-step values must be in increasing order, e.g. 50,85.")
+            _check(self.multistep_gamma, "Multi-step gamma", low=0, low_open=True)
+        elif self.policy == "exp":
+            _check(self.exp_gamma, "Exponential gamma", low=0, low_open=True)
+        elif self.policy == "inv":
+            _check(self.inv_gamma, "Inverse gamma", low=0)
+            _check(self.inv_power, "Inverse power", low=0)
+        elif self.policy == "poly":
+            _check(self.poly_power, "Polynomial power", low=0)
+        elif self.policy == "sigmoid":
+            _check(self.sigmoid_step, "Sigmoid step", low=0, high=100)
+            _check(self.sigmoid_gamma, "Sigmoid gamma", low=0)
+
+    def schedule(self, base_lr: float, max_iter: int) -> Schedule:
+        """This policy for a run of ``max_iter`` updates, in Caffe's parameters (DIGITS' conversion)."""
+        max_iter = max(1, int(max_iter))
+        scale = max_iter / 100.0  # iterations per 1 % of training
+        p, base_lr = self.policy, float(base_lr)
+        if p == "step":
+            return Schedule(p, base_lr, gamma=self.step_gamma, stepsize=_iterations(self.step_size, scale))
+        if p == "multistep":
+            stepvalues = tuple(_iterations(v, scale) for v in self.multistep_values)
+            return Schedule(p, base_lr, gamma=self.multistep_gamma, stepvalues=stepvalues)
+        if p == "exp":
+            return Schedule(p, base_lr, gamma=self.exp_gamma ** (1.0 / scale))
+        if p == "inv":
+            return Schedule(p, base_lr, gamma=self.inv_gamma / scale, power=self.inv_power)
+        if p == "poly":
+            return Schedule(p, base_lr, power=self.poly_power, max_iter=max_iter)
+        if p == "sigmoid":
+            # Caffe's sigmoid rises for gamma > 0; DIGITS negated the user's gamma so the rate falls.
+            stepsize = _iterations(self.sigmoid_step, scale)
+            return Schedule(p, base_lr, gamma=-self.sigmoid_gamma / scale, stepsize=stepsize)
+        return Schedule("fixed", base_lr)
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """One run's policy in Caffe's own terms: iterations, not percentages.
+
+    Frozen and hashable: the engine keys its compiled steps on it. Each field
+    is set only when the policy's formula reads it, so that two runs with the
+    same rates (say, "fixed" for 5 and for 10 epochs) share compiled steps.
+    """
+
+    policy: str
+    base_lr: float
+    gamma: float = 0.0
+    power: float = 0.0
+    stepsize: int = 1
+    stepvalues: tuple[int, ...] = ()
+    max_iter: int = 0  # poly: the run's length in updates
+
+    def __call__(self, iteration, xp=np):
+        """The rate of update ``iteration`` (0-based), as Caffe's SGDSolver::GetLearningRate.
+
+        ``xp`` is numpy (host: previews, metrics) or jax.numpy (inside the
+        jitted optimizer update); the formula is written once for both.
+        """
+        it = xp.asarray(iteration) * 1.0  # float, in whichever precision xp defaults to
+        p, base = self.policy, self.base_lr
+        if p == "step":
+            return base * self.gamma ** xp.floor(it / self.stepsize)
+        if p == "multistep":
+            passed = 0.0 * it
+            for value in self.stepvalues:
+                passed = passed + (it >= value)
+            return base * self.gamma**passed
+        if p == "exp":
+            return base * self.gamma**it
+        if p == "inv":
+            return base * (1.0 + self.gamma * it) ** (-self.power)
+        if p == "poly":
+            # Clipped at 0 so an iteration past max_iter cannot raise a negative number to a fractional power.
+            return base * xp.maximum(1.0 - it / self.max_iter, 0.0) ** self.power
+        if p == "sigmoid":
+            return base / (1.0 + xp.exp(-self.gamma * (it - self.stepsize)))
+        return base + 0.0 * it
+
+
+def steps_per_epoch(train_images: int, batch_size: int) -> int:
+    """Training batches per epoch; the last partial batch is dropped, and a split
+    smaller than one batch trains as a single batch."""
+    return max(1, train_images // max(1, min(batch_size, train_images)))
+
+
+def total_updates(steps: int, epochs: int, batch_accumulation: int = 1) -> int:
+    """Optimizer updates in the whole run: Caffe's max_iter."""
+    return max(1, steps * epochs // max(1, batch_accumulation))
+
+
+def learning_rate_curve(config, steps_per_epoch: int, points: int = 101) -> list[tuple[float, float]]:
+    """``points`` (epoch, learning rate) pairs evenly spaced over the run, for a chart.
+
+    ``config`` is an ``engine.TrainConfig`` or anything with ``learning_rate``,
+    ``epochs``, ``lr_policy`` (an LRPolicy) and optionally
+    ``batch_accumulation``: a form can pass a ``types.SimpleNamespace`` without
+    importing JAX. ``steps_per_epoch`` counts batches (see ``steps_per_epoch()``).
+    The rate at epoch e is the one the update in progress at e uses.
+    """
+    if not _is_int(points) or points < 2:
+        raise ValueError(f"A curve needs at least 2 points; got {points!r}.")
+    accumulation = getattr(config, "batch_accumulation", 1)
+    updates_per_epoch = steps_per_epoch / accumulation
+    max_iter = total_updates(steps_per_epoch, config.epochs, accumulation)
+    schedule = config.lr_policy.schedule(config.learning_rate, max_iter)
+    epochs = np.linspace(0.0, config.epochs, points)
+    iterations = np.minimum(np.floor(epochs * updates_per_epoch + 1e-9), max_iter - 1)
+    rates = np.broadcast_to(schedule(iterations), iterations.shape)
+    return [(float(e), float(r)) for e, r in zip(epochs, rates, strict=True)]
+
+
+def parse_percentages(text: str) -> tuple[float, ...]:
+    """ "50, 85" -> (50.0, 85.0); ValueError with a user-facing message otherwise."""
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(
+            f'Multi-step values must be a comma-separated list of percentages, e.g. 50,85; got "{text}".'
+        ) from None
+
+
+def _iterations(percent: float, scale: float) -> int:
+    # DIGITS rounded up; at least 1 so that "step every 0.1 %" of a short run still steps.
+    return max(1, math.ceil(percent * scale))
+
+
+def _check(value, name: str, *, low: float, high: float | None = None, low_open: bool = False) -> None:
+    ok = _is_real(value) and math.isfinite(value) and (value > low if low_open else value >= low)
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        bound = f"greater than {low:g}" if low_open else f"at least {low:g}"
+        if high is not None:
+            bound += f" and at most {high:g}"
+        raise ValueError(f"{name} must be a number {bound}; got {value!r}.")
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
