@@ -11,6 +11,10 @@ of start-up: with --images 6000 the build takes 0.2 s.  After an uncounted
 warm-up each, rounds alternate in ABBA order so that drifting machine load hits
 both alike; the median images/second over the rounds is reported.
 
+A second line compares reading the stored training split in random batches, as
+training does: raw uint8 memory-mapped (the default encoding) against PNG-encoded
+storage decoded image by image.
+
     python -m bench.dataset_bench [--quick] [--images N]
 """
 
@@ -25,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from datasets.imaging import build_dataset
+from datasets.imaging import StoredSplit, build_dataset
 from datasets.mnist_sample import prepare_mnist
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +52,7 @@ def run_plain(source: Path, out: Path) -> int:
 
 def run_platform(source: Path, out: Path) -> int:
     result = build_dataset(
-        source, out, width=SIZE, height=SIZE, channels=1, resize_mode="squash", val_percent=10, seed=0
+        source, out, width=SIZE, height=SIZE, channels=1, resize_mode="squash", val_percent=10, seed=0, shuffle=True
     )
     return result.total_images
 
@@ -85,6 +89,28 @@ def main() -> None:
                 rates[run].append(images_per_second(run, source, Path(scratch)))
     plain, platform = statistics.median(rates[run_plain]), statistics.median(rates[run_platform])
     print(f"dataset build  plain {plain:.0f} img/s  platform {platform:.0f} img/s  ratio {platform / plain:.2f}")
+
+    with tempfile.TemporaryDirectory() as scratch:
+        raw, png = (read_rate(source, Path(scratch) / encoding, encoding) for encoding in ("raw", "png"))
+    print(f"dataset read   png-decoded {png:.0f} img/s  raw memory-mapped {raw:.0f} img/s  ratio {raw / png:.0f}")
+
+
+def read_rate(source: Path, out: Path, encoding: str) -> float:
+    """Images/s of reading a stored training split in random batches of 128, as training does."""
+    build_dataset(
+        source, out, width=SIZE, height=SIZE, channels=1, resize_mode="squash", val_percent=0, encoding=encoding
+    )
+    split = StoredSplit(out, "train")
+    order = np.random.default_rng(0).permutation(len(split))
+    images = np.load(out / "train_images.npy", mmap_mode="r") if encoding == "raw" else None
+    start = time.perf_counter()
+    for first in range(0, len(order), 128):
+        batch = np.sort(order[first : first + 128])
+        if images is not None:
+            np.asarray(images[batch])
+        else:
+            np.stack([split.pixels(i) for i in batch])
+    return len(order) / (time.perf_counter() - start)
 
 
 if __name__ == "__main__":

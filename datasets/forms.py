@@ -4,6 +4,7 @@ from pathlib import Path
 
 from django import forms
 from django.conf import settings
+from django.core.files.move import file_move_safe
 from django.db import transaction
 
 from accounts.forms import OwnedObjectForm
@@ -11,7 +12,6 @@ from datasets import archives, imaging, lists, rules, sources
 from datasets.models import Dataset
 
 MAX_SIDE = 1024
-MAX_LIST_BYTES = 50 * 1024 * 1024
 
 
 def candidate_folders(max_depth=3):
@@ -41,6 +41,14 @@ LIST_FIELDS = [
     ("val_list", "val_list_upload", "val.txt"),
     ("test_list", "test_list_upload", "test.txt"),
 ]
+# The model fields each kind of source reads.  A clean form empties the others (typed, then
+# another source chosen), so that the row names only what the dataset was built from.
+SOURCE_FIELDS = {
+    Dataset.SourceType.FOLDER: {"source_folder", "val_folder", "test_folder"},
+    Dataset.SourceType.ARCHIVE: set(),
+    Dataset.SourceType.LISTS: {"labels_file", "train_list", "val_list", "test_list", "list_prefix"},
+}
+ALL_SOURCE_FIELDS = set().union(*SOURCE_FIELDS.values())
 LIST_WORDS = {"labels_file": "labels file", "train_list": "training list", "val_list": "validation list",
               "test_list": "test list"}  # fmt: skip
 
@@ -111,7 +119,7 @@ class DatasetForm(OwnedObjectForm):
         super().__init__(*args, **kwargs)
         # Fields a script (or an older form) may leave out fall back to the model's defaults.
         for name in ("source_type", "channels", "resize_mode", "val_percent", "test_percent", "seed",
-                     "min_per_class", "encoding"):  # fmt: skip
+                     "min_per_class", "encoding", "visibility"):  # fmt: skip
             self.fields[name].required = False
         self.fields["source_type"].widget = forms.RadioSelect(choices=Dataset.SourceType.choices)
         self.fields["resize_mode"].choices = [(Dataset.ResizeMode.SQUASH, "Squash")] + [
@@ -158,6 +166,9 @@ class DatasetForm(OwnedObjectForm):
 
     def clean_seed(self):
         return self._default("seed")
+
+    def clean_visibility(self):
+        return self._default("visibility")
 
     def _clean_side(self, field):
         value = self.cleaned_data[field]
@@ -211,17 +222,17 @@ class DatasetForm(OwnedObjectForm):
         val_percent, test_percent = cleaned.get("val_percent"), cleaned.get("test_percent")
         if val_percent is not None and test_percent is not None and val_percent + test_percent > 90:
             self.add_error("test_percent", "Validation and test together may take at most 90 percent.")
-        numbers = ("val_percent", "test_percent", "seed", "min_per_class", "max_per_class")
-        if any(self.has_error(name) for name in (*numbers, "source_type", "clone_of")):
-            return cleaned  # the source checks below need these to be right
+        if self.has_error("source_type") or self.has_error("clone_of"):
+            return cleaned
         source_type = cleaned["source_type"]
-        options = {
-            "val_percent": cleaned["val_percent"],
-            "test_percent": cleaned["test_percent"],
-            "seed": cleaned["seed"],
-            "min_per_class": cleaned["min_per_class"],
-            "max_per_class": cleaned.get("max_per_class"),
-        }
+        # Whether the splits can be made is checked only once the numbers they need are right;
+        # the paths are checked whatever else is wrong, so that every mistake shows at once.
+        numbers = ("val_percent", "test_percent", "seed", "min_per_class", "max_per_class")
+        options = None
+        if not any(self.has_error(name) for name in numbers):
+            options = {name: cleaned.get(name) for name in numbers}
+        for field in ALL_SOURCE_FIELDS - SOURCE_FIELDS[source_type]:
+            cleaned[field] = ""
         try:
             if source_type == Dataset.SourceType.FOLDER:
                 self._clean_folders(cleaned, options)
@@ -248,7 +259,10 @@ class DatasetForm(OwnedObjectForm):
             cleaned[field] = str(roots[field])
         for field, percent in (("val_folder", "val_percent"), ("test_folder", "test_percent")):
             if field in roots:
-                cleaned[percent] = options[percent] = 0
+                cleaned[percent] = 0
+        if options is None:
+            return
+        options.update(val_percent=cleaned["val_percent"], test_percent=cleaned["test_percent"])
         with _on_field(self._plan_error_field(cleaned, "source_folder")):
             sources.plan_folders(
                 roots["source_folder"], val_root=roots.get("val_folder"), test_root=roots.get("test_folder"), **options
@@ -264,8 +278,9 @@ class DatasetForm(OwnedObjectForm):
             if not source.extracted_dir.is_dir():
                 raise _FieldError("archive", f"The images of “{source.name}” are gone; upload the archive again.")
             cleaned["archive_name"] = source.archive_name
-            with _on_field(self._plan_error_field(cleaned, "archive")):
-                sources.plan_folders(source.extracted_dir, **options)
+            if options is not None:
+                with _on_field(self._plan_error_field(cleaned, "archive")):
+                    sources.plan_folders(source.extracted_dir, **options)
             return
         limits = rules.archive_limits()
         if upload.size > limits.max_bytes:
@@ -278,29 +293,26 @@ class DatasetForm(OwnedObjectForm):
                 "archive", "The archive holds no images in class folders (expected cats/1.jpg, dogs/2.png…)."
             )
         cleaned["archive_name"] = upload.name[:255]
-        with _on_field(self._plan_error_field(cleaned, "archive")):
-            sources.plan_counts(self.inspection.class_counts, **options)
+        if options is not None:
+            with _on_field(self._plan_error_field(cleaned, "archive")):
+                sources.plan_counts(self.inspection.class_counts, **options)
 
     def _clean_lists(self, cleaned, options):
         allowed = [self.clone_source.upload_dir] if self.clone_source is not None else []
-        contents, names = {}, {}
+        contents = {}
         for field, upload_field, _ in LIST_FIELDS:
             upload, value = cleaned.get(upload_field), (cleaned.get(field) or "").strip()
             words = LIST_WORDS[field]
             if upload is not None:
-                if upload.size > MAX_LIST_BYTES:
-                    raise _FieldError(upload_field, f"The {words} is larger than {MAX_LIST_BYTES // 2**20} MiB.")
+                if upload.size > rules.MAX_LIST_BYTES:
+                    raise _FieldError(upload_field, f"The {words} is larger than {rules.MAX_LIST_BYTES >> 20} MiB.")
                 contents[field] = b"".join(upload.chunks())
-                names[field] = upload.name
                 cleaned[field] = ""  # stored in the dataset's uploads once it exists
             elif value:
                 with _on_field(field):
                     path = rules.resolve_import_path(value, allowed=allowed)
-                    if not path.is_file():
-                        raise imaging.ImagingError(f"There is no file at {path}.")
-                    contents[field] = path.read_bytes()
+                    contents[field] = rules.read_list_file(path, words)
                 cleaned[field] = str(path)
-                names[field] = path.name
             elif field in ("labels_file", "train_list"):
                 raise _FieldError(field, f"Name the {words} on the server, or upload it.")
             else:
@@ -316,7 +328,7 @@ class DatasetForm(OwnedObjectForm):
             cleaned["list_prefix"] = ""
         self.list_contents = contents
 
-        field_of = {"labels": "labels_file", "train": "train_list", "val": "val_list", "test": "test_list"}
+        field_of = {"train": "train_list", "val": "val_list", "test": "test_list"}
         with _on_field(self._list_field("labels_file", cleaned)):
             classes = lists.read_labels(contents["labels_file"])
         parsed = {}
@@ -327,7 +339,10 @@ class DatasetForm(OwnedObjectForm):
                     parsed[split] = lists.parse_list(contents[field], classes, LIST_WORDS[field])
         for split, percent in (("val", "val_percent"), ("test", "test_percent")):
             if split in parsed:
-                cleaned[percent] = options[percent] = 0
+                cleaned[percent] = 0
+        if options is None:
+            return
+        options.update(val_percent=cleaned["val_percent"], test_percent=cleaned["test_percent"])
         try:
             sources.plan_lists(
                 classes,
@@ -382,8 +397,11 @@ class DatasetForm(OwnedObjectForm):
         if dataset.source_type == Dataset.SourceType.ARCHIVE:
             folder.mkdir(parents=True, exist_ok=True)
             upload = cleaned.get("archive")
-            if upload is not None:
-                with open(folder / f"archive.{self.inspection.kind}", "wb") as out:
+            target = folder / f"archive.{self.inspection.kind}" if upload is not None else None
+            if upload is not None and hasattr(upload, "temporary_file_path"):
+                file_move_safe(upload.temporary_file_path(), target)  # a rename: no second copy of gigabytes
+            elif upload is not None:
+                with open(target, "wb") as out:
                     for chunk in upload.chunks():
                         out.write(chunk)
             else:

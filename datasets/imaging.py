@@ -469,13 +469,11 @@ def _build_into(
         }
         # Forked workers inherit the common format plugins instead of each importing them.
         Image.preinit()
-        context = _pool_context()
         pool = ProcessPoolExecutor(
             max(1, min(workers, len(jobs))),
-            mp_context=context,
+            mp_context=_pool_context(),
             initializer=_init_pool_worker,
-            # A forkserver's children are the server's, not ours: only a forked child can check.
-            initargs=(os.getpid() if context.get_start_method() == "fork" else None,),
+            initargs=(os.getpid(),),
         )
         stack.callback(pool.shutdown, cancel_futures=True)
         for (name, chunk), (payload, pixel_sum, failures) in _decode_in_order(
@@ -521,23 +519,25 @@ def _display_path(path: str, relative_to: Path | None) -> str:
 def _pool_context() -> BaseContext:
     # fork starts workers in milliseconds but can deadlock when another thread holds a lock at the
     # moment of the fork (a threaded web server, a job runner's heartbeat...).  Only pay for the
-    # safe forkserver when there is such a thread.
-    return get_context("fork" if threading.active_count() == 1 else "forkserver")
+    # safe spawn when there is such a thread.  Not forkserver: its workers keep the server's
+    # liveness pipe open, so after a SIGKILL of the build the server and its workers would wait
+    # for each other forever; spawned workers are our own children and die with us.
+    return get_context("fork" if threading.active_count() == 1 else "spawn")
 
 
-def _init_pool_worker(parent_pid: int | None) -> None:
+def _init_pool_worker(parent_pid: int) -> None:
     # catch_warnings() would cost 8% of decoding a small PNG if load_image set it up per image.
     _refuse_decompression_bombs()
     _die_with_parent(parent_pid)
 
 
-def _die_with_parent(parent_pid: int | None) -> None:
+def _die_with_parent(parent_pid: int) -> None:
     # A build killed with SIGKILL (a killed RQ work-horse, the OOM killer) cannot shut its pool
     # down, and the workers would wait forever on a queue nobody feeds: have Linux kill them too.
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if parent_pid is not None and os.getppid() != parent_pid:
+    if os.getppid() != parent_pid:
         os._exit(1)  # the parent died before prctl took effect
 
 

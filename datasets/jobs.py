@@ -9,7 +9,6 @@ import logging
 import os
 import shutil
 import time
-from pathlib import Path
 
 import django_rq
 from django.utils import timezone
@@ -114,13 +113,13 @@ def plan_for(dataset):
     allowed = [dataset.upload_dir]
     if dataset.source_type == Dataset.SourceType.LISTS:
         labels_path = rules.resolve_import_path(dataset.labels_file, allowed=allowed)
-        classes = lists.read_labels(_read(labels_path, "labels file"))
+        classes = lists.read_labels(rules.read_list_file(labels_path, "labels file"))
         parsed, names = {}, {}
         for split, value in (("train", dataset.train_list), ("val", dataset.val_list), ("test", dataset.test_list)):
             if value:
                 path = rules.resolve_import_path(value, allowed=allowed)
                 names[split] = f"{_SPLIT_WORDS_BY_KEY[split].lower()} list"
-                parsed[split] = lists.parse_list(_read(path, names[split]), classes, names[split])
+                parsed[split] = lists.parse_list(rules.read_list_file(path, names[split]), classes, names[split])
         prefix = rules.resolve_import_path(dataset.list_prefix) if dataset.list_prefix else None
         return sources.plan_lists(
             classes, parsed, list_names=names, prefix=prefix, roots=rules.import_roots(), strict=False, **options
@@ -136,13 +135,6 @@ def plan_for(dataset):
 
 
 _SPLIT_WORDS_BY_KEY = dict(_SPLIT_WORDS)
-
-
-def _read(path, what):
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise imaging.ImagingError(f"Cannot read the {what}: {exc.strerror or exc}.") from None
 
 
 def _display_root(dataset):

@@ -1,14 +1,15 @@
 import shutil
 from pathlib import Path
 
+import django_rq
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.urls import reverse
 from django.utils import timezone
+from rq import Callback
 
 from accounts.access import OwnedQuerySet
 from accounts.models import Visibility
-from config.queues import enqueue_on_commit
 
 SPLITS = ("train", "val", "test")
 SPLIT_NAMES = {"train": "Training", "val": "Validation", "test": "Test"}
@@ -201,18 +202,24 @@ class Dataset(models.Model):
 
     def enqueue_build(self):
         # The job id comes from the row, so that the row can always find its job again (check_job).
+        # The job is queued once the row is committed, so that the worker finds the row.
         self.job_id = f"dataset-build-{self.pk}"
         Dataset.objects.filter(pk=self.pk).update(job_id=self.job_id)
-        enqueue_on_commit(
-            "datasets", "datasets.jobs.build", self.pk, on_failure="datasets.jobs.on_failure", job_id=self.job_id
-        )
+        pk, job_id = self.pk, self.job_id
 
-    def delete_files(self):
-        shutil.rmtree(self.directory, ignore_errors=True)
-        shutil.rmtree(self.upload_dir, ignore_errors=True)
-        # A build killed mid-way leaves its staging folder next to where the dataset would be.
-        for leftover in self.directory.parent.glob(f".{self.pk}.partial-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+        def enqueue():
+            django_rq.get_queue("datasets").enqueue(
+                "datasets.jobs.build", pk, job_id=job_id, on_failure=Callback("datasets.jobs.on_failure")
+            )
+
+        transaction.on_commit(enqueue)
+
+    def delete_with_files(self):
+        """Delete the row, then its files: a refused delete (experiments use it) keeps both."""
+        folders = [self.directory, self.upload_dir, *self.directory.parent.glob(f".{self.pk}.partial-*")]
+        self.delete()
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
 
     # --- Job state changes: each claims the row with a filtered update. -------------------
     def claim(self):

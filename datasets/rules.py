@@ -8,6 +8,8 @@ from django.conf import settings
 from datasets.archives import Limits
 from datasets.imaging import ImagingError
 
+MAX_LIST_BYTES = 50 << 20  # a list of a million images is about 40 MiB
+
 
 def import_roots():
     return [Path(root).resolve() for root in settings.DATA_IMPORT_ROOTS]
@@ -40,3 +42,12 @@ def archive_limits():
         max_bytes=getattr(settings, "DATASET_ARCHIVE_MAX_BYTES", defaults.max_bytes),
         max_ratio=getattr(settings, "DATASET_ARCHIVE_MAX_RATIO", defaults.max_ratio),
     )
+
+
+def read_list_file(path, words):
+    """The bytes of a list or labels file on the server, refusing what cannot be one."""
+    if not path.is_file():
+        raise ImagingError(f"There is no file at {path}.")
+    if path.stat().st_size > MAX_LIST_BYTES:
+        raise ImagingError(f"The {words} is larger than {MAX_LIST_BYTES >> 20} MiB.")
+    return path.read_bytes()

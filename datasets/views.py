@@ -95,12 +95,10 @@ def dataset_delete(request, pk):
         messages.error(request, "This dataset is being built; delete it once the build has finished.")
         return redirect(dataset)
     try:
-        dataset.delete()
+        dataset.delete_with_files()
     except ProtectedError:
         messages.error(request, in_use_message(dataset, request.user))
         return redirect(dataset)
-    # Files go after the row, so a failed delete never leaves a row without its data.
-    dataset.delete_files()
     messages.success(request, f"Dataset “{dataset.name}” was deleted.")
     return redirect("console")
 

@@ -19,6 +19,7 @@ COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220)}
 
 __all__ = [
     "COLORS",
+    "empty_data_root",
     "color_folder",
     "color_image",
     "color_tree",
@@ -97,6 +98,20 @@ def tar_of(files, *, mode="w:gz", links=()):
             info.linkname = target
             archive.addfile(info)
     return buffer.getvalue()
+
+
+@pytest.fixture
+def empty_data_root(settings):
+    """No dataset files before or after the test.  Tests rolled back in a transaction reuse
+    primary keys, so files left behind would be found by a later dataset with the same id."""
+
+    def empty():
+        for name in ("datasets", "uploads"):
+            shutil.rmtree(settings.DATA_ROOT / name, ignore_errors=True)
+
+    empty()
+    yield
+    empty()
 
 
 @pytest.fixture

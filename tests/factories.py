@@ -9,7 +9,7 @@ def make_dataset(owner, *, visibility=Visibility.PRIVATE, team=None, **fields):
         "source_folder": "/nowhere",
         "status": Dataset.Status.DONE,
         "classes": ["0", "1"],
-        "counts": {"train": [10, 10], "val": [2, 2]},
+        "counts": {"train": [40, 40], "val": [10, 10]},
     }
     return Dataset.objects.create(owner=owner, visibility=visibility, team=team, **{**defaults, **fields})
 

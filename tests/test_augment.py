@@ -12,8 +12,11 @@ from training import augment
 from training.augment import Augmentation
 
 KEY = jax.random.key(0)
-# Jitted as the engine runs it; op-by-op it is several times slower to test.
+# Jitted as the engine runs them; op by op they take several times longer to test.
 train_transform = jax.jit(augment.train_transform, static_argnums=0)
+random_hsv = jax.jit(augment.random_hsv)
+rgb_to_hsv = jax.jit(augment.rgb_to_hsv)
+hsv_to_rgb = jax.jit(augment.hsv_to_rgb)
 
 
 @pytest.fixture(scope="module")
@@ -116,19 +119,19 @@ def test_hsv_conversion_matches_colorsys():
     rgb[0] = [0.5, 0.5, 0.5]  # gray: no hue
     rgb[1] = [0, 0, 0]
     expected = np.array([colorsys.rgb_to_hsv(*c) for c in rgb])
-    hsv = np.asarray(augment.rgb_to_hsv(jnp.asarray(rgb)))
+    hsv = np.asarray(rgb_to_hsv(jnp.asarray(rgb)))
     np.testing.assert_allclose(hsv, expected, atol=1e-5)
-    np.testing.assert_allclose(augment.hsv_to_rgb(hsv), rgb, atol=1e-5)
+    np.testing.assert_allclose(hsv_to_rgb(hsv), rgb, atol=1e-5)
 
 
 def test_hsv_shifts_color_images_and_leaves_gray_ones_alone(images):
     x = jnp.asarray(images, jnp.float32) / 255
-    shifted = np.asarray(augment.random_hsv(KEY, x, 0.02, 0.04, 0.06))
+    shifted = np.asarray(random_hsv(KEY, x, 0.02, 0.04, 0.06))
     assert shifted.min() >= 0 and shifted.max() <= 1
     assert 0.001 < np.abs(shifted - x).mean() < 0.2
-    np.testing.assert_allclose(augment.random_hsv(KEY, x, 0.0, 0.0, 0.0), x, atol=1e-5)
+    np.testing.assert_allclose(random_hsv(KEY, x, 0.0, 0.0, 0.0), x, atol=1e-5)
     gray = x[..., :1]
-    np.testing.assert_array_equal(augment.random_hsv(KEY, gray, 0.02, 0.04, 0.06), gray)
+    np.testing.assert_array_equal(random_hsv(KEY, gray, 0.02, 0.04, 0.06), gray)
     # The whole pipeline too: HSV on a grayscale dataset changes nothing.
     aug = Augmentation(flip="fliplr", noise=0.01)
     with_hsv = train_transform(Augmentation(flip="fliplr", noise=0.01, hsv=True), KEY, images[..., :1], None)

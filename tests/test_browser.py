@@ -100,9 +100,10 @@ def test_a_new_user_builds_trains_watches_and_classifies(platform_server, mnist_
         # Train two epochs and watch the points arrive without a reload.
         page.click("text=Train a network on it")
         page.fill("#id_epochs", "2")
-        page.fill("#id_batch_size", "32")
+        page.fill("#id_batch_sizes", "32")
         page.select_option("#id_solver", "adam")
-        page.fill("#id_learning_rate", "0.001")
+        page.fill("#id_learning_rates", "0.001")
+        page.select_option("#id_lr_policy", "fixed")
         page.click("button:has-text('Create')")
         page.evaluate("window.sameDocument = true")
         expect(page.locator("body")).to_have_attribute("data-epochs", "1", timeout=240_000)

@@ -116,11 +116,11 @@ def test_load_model_rejects_other_shapes(run):
         engine.load_model(run[2][2], "lenet", (28, 28, 1), 5)
 
 
-def test_resume_from_snapshot(run, data):
+def test_weights_only_resume_still_works(run, data):
     _, epochs, snapshots = run
     resumed = engine.fit(data, engine.TrainConfig(epochs=2), start_epoch=1, initial_state=snapshots[1])
     assert [m["epoch"] for m in resumed.history] == [2]
-    # Same weights and shuffle, only the momentum restarts: close, not equal.
+    # The older way: same weights and shuffle, only the momentum restarts: close, not equal.
     assert resumed.history[0]["val_accuracy"] == pytest.approx(epochs[1]["val_accuracy"], abs=0.1)
 
 
@@ -154,6 +154,18 @@ def test_bad_learning_rate_is_rejected(data, learning_rate):
         ("epochs", 0, "epochs"),
         ("solver", "rmsprop2", "Unknown solver"),
         ("network", "no-such-net", "Unknown network"),
+        ("momentum", 1.0, "Momentum"),
+        ("rms_decay", -0.1, "RMS decay"),
+        ("weight_decay", -1e-4, "Weight decay"),
+        ("delta", 0, "Delta"),
+        ("batch_accumulation", 0, "Batch accumulation"),
+        ("shuffle", "yes", "Shuffle"),
+        ("val_interval", -1, "Validation interval"),
+        ("snapshot_interval", float("inf"), "Snapshot interval"),
+        ("early_stopping", "loss", "Early stopping"),
+        ("patience", 0, "Patience"),
+        ("lr_policy", engine.LRPolicy("cosine"), "learning rate policy"),
+        ("augmentation", engine.Augmentation(flip="sideways"), "Flipping"),
     ],
 )
 def test_bad_config_is_rejected(field, value, message):
@@ -485,8 +497,13 @@ def losses():
     return [(m["train_loss"], m["val_loss"]) for m in engine.fit(data, config).history]
 mesh = engine._mesh(32)
 many = losses()
+budget = engine._device_budget
+engine._device_budget = lambda: 0  # and streamed from the host, each batch split across the devices
+streamed = losses()
+engine._device_budget = budget
 engine._data_devices = lambda: jax.devices()[:1]
-print(json.dumps({"devices": len(jax.devices()), "mesh": mesh.size, "many": many, "one": losses()}))
+one = losses()
+print(json.dumps({"devices": len(jax.devices()), "mesh": mesh.size, "many": many, "streamed": streamed, "one": one}))
 """
 
 
@@ -500,6 +517,7 @@ def test_two_devices_give_the_same_losses_as_one():
     result = json.loads(out.stdout.splitlines()[-1])
     assert result["devices"] == 2 and result["mesh"] == 2
     np.testing.assert_allclose(result["many"], result["one"], rtol=1e-4)
+    np.testing.assert_allclose(result["streamed"], result["one"], rtol=1e-4)
 
 
 def test_crop_trains_on_crops_and_predicts_on_the_centre(small):

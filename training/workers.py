@@ -35,7 +35,9 @@ SHARED_LABEL = "Next available"
 QUEUE_PREFIX = f"{SHARED_QUEUE}@"
 # Host names go into queue and worker names, which the pages and `ps` show: keep them plain.
 HOST_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_QUEUE_PATTERN = re.compile(r"^training@(?P<host>[^/]+)/(?:gpu(?P<gpus>\d+(?:\+\d+)*)|cpu(?P<slot>\d*))$")
+_QUEUE_PATTERN = re.compile(
+    rf"^{re.escape(QUEUE_PREFIX)}(?P<host>[^/]+)/(?:gpu(?P<gpus>\d+(?:\+\d+)*)|cpu(?P<slot>\d*))$"
+)
 
 # Set by `manage.py trainworkers` for each worker it starts; read by TrainingWorker.
 ENV_QUEUE = "PLATFORM_DEVICE_QUEUE"
@@ -153,6 +155,8 @@ def _spec(host, queue, label, gpu_indices, env):
     return WorkerSpec(queue, label, gpu_indices, env)
 
 
+RECOVERY_SECONDS = 60
+
 # --- The worker class ---------------------------------------------------------------------------
 class TrainingWorker(rq.Worker):
     """An RQ worker that owns a device: it listens on its device queue before the queues
@@ -178,7 +182,18 @@ class TrainingWorker(rq.Worker):
             queues = [self.device_queue, *(queues if isinstance(queues, list | tuple) else [queues])]
             # Readable in /admin/rq/ and Redis, unique per process as RQ requires.
             name = name or f"{self.device_queue}.{os.getpid()}"
+        # Maintenance (which recovers stalled experiments) every minute rather than every
+        # ten; the dequeue wait is worker_ttl - 15 s, so that is what bounds it when idle.
+        kwargs.setdefault("maintenance_interval", RECOVERY_SECONDS)
+        kwargs.setdefault("worker_ttl", RECOVERY_SECONDS + 15)
         super().__init__(queues, name, *args, **kwargs)
+
+    def run_maintenance_tasks(self):
+        super().run_maintenance_tasks()
+        # Experiments whose worker died without a word resume as soon as a worker is free.
+        from training.recovery import recover_stalled
+
+        recover_stalled()
 
     def serialize(self):
         data = super().serialize()
@@ -189,7 +204,7 @@ class TrainingWorker(rq.Worker):
     def refresh(self):
         super().refresh()
         values = self.connection.hmget(self.key, self.FIELDS)
-        self.device_queue, self.device_label = (v.decode() if v else None for v in values)
+        self.device_queue, self.device_label = (v.decode() if isinstance(v, bytes) else v for v in values)
 
 
 def _connection():

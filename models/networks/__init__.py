@@ -9,6 +9,11 @@ failing layer's path in ``.layer``) whose message is written for the user.
 Importing this package imports JAX and Flax but does not initialise a JAX
 backend; building a network does.
 
+Weights sit at paths that follow the spec: layer i of the top-level list is
+"layers/i", so LeNet's first kernel is "layers/0/kernel" and a residual's
+shortcut convolution "layers/4/shortcut/0/kernel". Kernels start as Caffe's
+"xavier" (LeCun uniform), biases at zero, both a function of the Rngs seed.
+
 Train and eval modes
 --------------------
 Built networks start in eval mode: dropout off, batch norm normalising with
@@ -41,6 +46,8 @@ by deriving keys from (seed, epoch, step).
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -125,6 +132,25 @@ def describe(network: Network, input_shape: tuple[int, int, int], num_classes: i
     None, message) and the rows stop at the failing layer. Shapes and
     parameter counts come from ``nnx.eval_shape``; nothing is allocated.
     """
+    if isinstance(network, str):
+        # The editor asks again and again about the same text; GoogLeNet
+        # takes a few hundred milliseconds to trace. Copies keep the cached
+        # summary safe from callers that edit theirs.
+        key = (network, tuple(input_shape), num_classes)
+        try:
+            hash(key)
+        except TypeError:
+            return _describe(network, input_shape, num_classes)
+        return copy.deepcopy(_describe_text(*key))
+    return _describe(network, input_shape, num_classes)
+
+
+@functools.lru_cache(maxsize=64)
+def _describe_text(network: str, input_shape: tuple[int, ...], num_classes: int) -> NetworkSummary:
+    return _describe(network, input_shape, num_classes)
+
+
+def _describe(network: Network, input_shape, num_classes: int) -> NetworkSummary:
     try:
         plan, error = _plan(network, input_shape, num_classes)
     except SpecError as exc:

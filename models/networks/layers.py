@@ -30,9 +30,30 @@ from .spec import Layer
 
 Shape = tuple[int, ...]
 
-# Caffe's "xavier" filler, which DIGITS' networks used, draws uniformly with
-# variance 1/fan_in: that is LeCun uniform, not Glorot.
-KERNEL_INIT = nnx.initializers.lecun_uniform()
+
+def xavier(key, shape, dtype=jnp.float32):
+    """Caffe's "xavier" filler, which DIGITS' networks used: uniform with
+    variance 1 / fan_in (LeCun uniform, not Glorot).
+
+    Drawn with NumPy, seeded from the key, whenever the key is concrete:
+    jax.random compiles a sampler for every new kernel shape, about 0.15 s
+    each on a CPU, and GoogLeNet has some sixty shapes; NumPy needs no
+    compiling. Under a trace (nnx.eval_shape, jit) the draw stays in JAX, so
+    nothing is allocated. Either way it is a function of the key alone.
+    """
+    limit = math.sqrt(3 / math.prod(shape[:-1]))
+    if isinstance(key, jax.core.Tracer):
+        return jax.random.uniform(key, shape, dtype, -limit, limit)
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+    return jnp.asarray((rng.random(shape, np.float32) * (2 * limit) - limit).astype(dtype))
+
+
+def zeros(key, shape, dtype=jnp.float32):
+    """Zero biases, without compiling a fill for every shape (see xavier)."""
+    if isinstance(key, jax.core.Tracer):
+        return jnp.zeros(shape, dtype)
+    return jnp.asarray(np.zeros(shape, dtype))
+
 
 _ACTIVATIONS = {"relu": nnx.relu, "tanh": nnx.tanh, "sigmoid": nnx.sigmoid}
 
@@ -67,8 +88,10 @@ def _sides(padding, kernel, stride, height, width) -> tuple[int, int]:
 
 def _check_fits(layer: Layer, what: str, window, padding, height: int, width: int) -> None:
     """A window must fit in its input plus explicit padding. SAME padding does
-    not count: it exists to cover the edges, and a 3x3 pool "over" a 2x2 map
-    is a sign that the images are too small for the network."""
+    not count for pools: it exists to cover the edges, and a 3x3 pool "over" a
+    2x2 map means the images are too small for the network. A SAME
+    convolution may be larger than its input, as GoogLeNet's 5x5 branches
+    are on the last maps of a small image: it still mixes every pixel."""
     pads = ((0, 0), (0, 0)) if isinstance(padding, str) else padding
     if layer.type == "conv" and padding == "SAME":
         return
@@ -152,7 +175,8 @@ class ConvType(LeafType):
             padding=p["padding"],
             feature_group_count=p["groups"],
             use_bias=p["use_bias"],
-            kernel_init=KERNEL_INIT,
+            kernel_init=xavier,
+            bias_init=zeros,
             activation=p["activation"],
             rngs=rngs,
         )
@@ -181,7 +205,8 @@ class DenseType(LeafType):
             shape[0],
             p["features"],
             use_bias=p["use_bias"],
-            kernel_init=KERNEL_INIT,
+            kernel_init=xavier,
+            bias_init=zeros,
             activation=p["activation"],
             rngs=rngs,
         )

@@ -71,7 +71,10 @@
       const folder = type === "folder" ? value("source_folder") : type === "lists" ? value("list_prefix") : "";
       if (folder) params.set("folder", folder);
       else if (value("clone_of")) params.set("clone_of", value("clone_of"));
-      else return status(type === "archive" ? "Choose an archive to see each resize mode on its first image." : "Name a folder to see each resize mode on its first image.");
+      else {
+        clearImages();
+        return status(`${type === "archive" ? "Choose an archive" : "Name a folder"} to see each resize mode on its first image.`);
+      }
       options = {};
     }
     const mine = ++request;
@@ -95,6 +98,7 @@
   }
   function clearImages() {
     document.querySelector(".ds-original").hidden = true;
+    $("preview-modes").hidden = true;
     form.querySelectorAll(".ds-mode img").forEach((img) => img.removeAttribute("src"));
   }
   function show(data) {
@@ -103,6 +107,7 @@
     $("preview-original").src = data.original;
     $("preview-name").textContent = data.name;
     document.querySelector(".ds-original").hidden = false;
+    $("preview-modes").hidden = false;
     form.querySelectorAll(".ds-mode").forEach((button) => {
       button.querySelector("img").src = data.modes[button.dataset.mode];
     });

@@ -98,16 +98,17 @@ const ExperimentPage = {
       $("log").scrollTop = $("log").scrollHeight;
     }
 
-    function showHardware(event) {
-      const body = $("hardware-body");
-      const rows = [];
-      for (const gpu of event.gpus || []) {
-        const memory = gpu.memory_total_bytes ? (100 * gpu.memory_used_bytes) / gpu.memory_total_bytes : 0;
-        rows.push(`<tr><td>GPU ${gpu.index} · ${gpu.name}</td><td>${Math.round(gpu.utilization_percent)}% busy</td>
-          <td class="bar-cell"><span class="bar" style="width:${memory.toFixed(0)}%"></span></td><td>${(gpu.memory_used_bytes / 2 ** 30).toFixed(1)} of ${(gpu.memory_total_bytes / 2 ** 30).toFixed(1)} GiB</td></tr>`);
+    // The panel is rendered by the server (one template for load and refresh).
+    let hardwarePending = false;
+    async function showHardware() {
+      if (hardwarePending) return;
+      hardwarePending = true;
+      try {
+        const response = await fetch(`/experiments/${experimentId}/hardware/`);
+        if (response.ok) $("hardware-body").innerHTML = await response.text();
+      } finally {
+        hardwarePending = false;
       }
-      rows.push(`<tr><td>CPU of the job</td><td>${Math.round(event.cpu_percent)}%</td><td></td><td>${(event.rss_bytes / 2 ** 20).toFixed(0)} MiB RAM</td></tr>`);
-      body.innerHTML = `<table class="list"><tbody>${rows.join("")}</tbody></table>`;
     }
 
     history.forEach(addEpoch);

@@ -29,7 +29,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from training import devices
-from training.workers import HOST_PATTERN, SHARED_QUEUE, forget_dead_workers, plan_workers
+from training.workers import HOST_PATTERN, SHARED_QUEUE, WorkerSpec, forget_dead_workers, plan_workers
 
 log = logging.getLogger("training.trainworkers")
 
@@ -96,6 +96,8 @@ class Command(BaseCommand):
         )
         if not specs:
             raise CommandError("Nothing to start: no GPU was selected and --cpu-workers is 0")
+        if len(gpus) % options["gpus_per_worker"]:
+            log.warning("%d GPUs in groups of %d: the last worker gets fewer", len(gpus), options["gpus_per_worker"])
         if not gpus:
             log.info("No GPU on %s (no NVIDIA driver, or none selected): training runs on the CPU", host)
         code = Supervisor(host, specs, burst=options["burst"], verbosity=options["verbosity"]).run()
@@ -105,7 +107,7 @@ class Command(BaseCommand):
 
 @dataclass
 class Child:
-    spec: object
+    spec: WorkerSpec
     process: subprocess.Popen | None = None
     started: float = 0.0
     failures: int = 0  # deaths in a row, each soon after its start
@@ -184,12 +186,11 @@ class Supervisor:
         child.process = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)
         child.started = time.monotonic()
         log.info(
-            "%s: worker pid %s for %s, CUDA_VISIBLE_DEVICES=%r, listening on %s then %s",
+            "%s: worker pid %s for %s, CUDA_VISIBLE_DEVICES=%r; it takes this queue's jobs, then %r's",
             child.spec.queue,
             child.process.pid,
             child.spec.label,
             child.spec.env["CUDA_VISIBLE_DEVICES"],
-            child.spec.queue,
             SHARED_QUEUE,
         )
 
@@ -247,12 +248,18 @@ class Supervisor:
 
 
 def _kill_tree(pid):
+    """The worker and everything under it: RQ puts its work-horse in a process group of its
+    own, out of reach of a signal to ours."""
     try:
         parent = psutil.Process(pid)
-        for process in [*parent.children(recursive=True), parent]:
-            process.kill()
+        tree = [*parent.children(recursive=True), parent]
     except psutil.Error:
-        pass
+        return
+    for process in tree:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
 
 
 def _load_prctl():
