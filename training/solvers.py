@@ -54,7 +54,9 @@ def make(
     """
     if solver not in SOLVERS:
         raise ValueError(f'Unknown solver "{solver}". Available solvers: {", ".join(SOLVERS)}.')
-    if isinstance(learning_rate, Schedule):
+    if isinstance(learning_rate, Schedule) and learning_rate.policy == "fixed":
+        learning_rate = learning_rate.base_lr  # a constant: no step counter to carry and update
+    elif isinstance(learning_rate, Schedule):
         schedule = learning_rate
         learning_rate = lambda count: schedule(count, xp=jnp)  # noqa: E731  (the same formula, traced)
     if solver == "adamw":
