@@ -100,9 +100,7 @@ class DatasetDetail(APIView):
 class ExperimentList(APIView):
     def get(self, request):
         experiments = (
-            Experiment.objects.visible_to(request.user)
-            .select_related("owner", "team")
-            .prefetch_related("snapshots")
+            Experiment.objects.visible_to(request.user).select_related("owner", "team").prefetch_related("snapshots")
         )
         return Response(ExperimentSerializer(experiments, many=True).data)
 
@@ -170,5 +168,3 @@ class ExperimentClassify(APIView):
                 "predictions": [{"label": p.label, "probability": p.probability} for p in predictions],
             }
         )
-
-

@@ -98,9 +98,7 @@ VAR_DIR = Path(os.environ.get("PLATFORM_VAR_DIR", BASE_DIR / "var"))
 # Datasets, snapshots and uploads. A shared filesystem when workers run on several hosts.
 DATA_ROOT = Path(os.environ.get("DATA_ROOT", VAR_DIR / "data"))
 # The only server folders a user may name as a dataset source.
-DATA_IMPORT_ROOTS = [
-    Path(p) for p in envlist("DATA_IMPORT_ROOTS", str(VAR_DIR / "samples"), sep=os.pathsep)
-]
+DATA_IMPORT_ROOTS = [Path(p) for p in envlist("DATA_IMPORT_ROOTS", str(VAR_DIR / "samples"), sep=os.pathsep)]
 
 # XLA's persistent compilation cache: the second run of a network starts at once.
 JAX_CACHE_DIR = Path(os.environ.get("JAX_CACHE_DIR", VAR_DIR / "jax-cache"))
@@ -145,9 +143,7 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 if DEBUG:
-    STORAGES["staticfiles"] = {
-        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
-    }
+    STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
 
 # Uploads to classify are read in memory; a cap keeps one request from eating the box.
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", str(20 * 1024 * 1024))

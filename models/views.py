@@ -22,7 +22,9 @@ def network_spec(request):
 
     params = request.GET
     if params.get("experiment", "").isdigit():
-        experiment = get_visible_or_404(Experiment.objects.select_related("dataset"), request.user, pk=params["experiment"])
+        experiment = get_visible_or_404(
+            Experiment.objects.select_related("dataset"), request.user, pk=params["experiment"]
+        )
         return JsonResponse({"spec": network_spec_text(experiment), "source": experiment.name})
     if params.get("saved", "").isdigit():
         saved = get_visible_or_404(SavedNetwork.objects, request.user, pk=params["saved"])

@@ -20,5 +20,7 @@ def make_experiment(owner, dataset=None, *, visibility=Visibility.PRIVATE, team=
     experiment = Experiment.objects.create(
         owner=owner, dataset=dataset, visibility=visibility, team=team, **{**defaults, **fields}
     )
-    EpochMetric.objects.create(experiment=experiment, epoch=1, train_loss=1.5, val_loss=1.2, val_accuracy=0.61, learning_rate=0.01)
+    EpochMetric.objects.create(
+        experiment=experiment, epoch=1, train_loss=1.5, val_loss=1.2, val_accuracy=0.61, learning_rate=0.01
+    )
     return experiment

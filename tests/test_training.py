@@ -138,7 +138,9 @@ def test_a_reconnecting_socket_gets_the_epochs_it_missed(client, alice):
     from tests.factories import make_experiment
 
     experiment = make_experiment(alice, status=Experiment.Status.RUNNING)
-    EpochMetric.objects.create(experiment=experiment, epoch=2, train_loss=1.0, val_loss=0.9, val_accuracy=0.7, learning_rate=0.01)
+    EpochMetric.objects.create(
+        experiment=experiment, epoch=2, train_loss=1.0, val_loss=0.9, val_accuracy=0.7, learning_rate=0.01
+    )
     client.force_login(alice)
 
     async def reconnect():
@@ -229,7 +231,11 @@ def test_a_network_that_does_not_fit_the_images_is_refused_on_the_form(client, a
         ({"epochs": 0}, "epochs", "greater than or equal to 1"),
         ({"network": "custom", "network_spec": "layers: [type: conv"}, "network_spec", "line"),
         ({"network": "custom", "network_spec": "layers:\n  - type: teleport\n"}, "network_spec", "teleport"),
-        ({"network": "custom", "network_spec": "layers:\n  - type: dense\n    features: 2\n"}, "network_spec", "flatten"),
+        (
+            {"network": "custom", "network_spec": "layers:\n  - type: dense\n    features: 2\n"},
+            "network_spec",
+            "flatten",
+        ),
         ({"queue": "training@nowhere/gpu7"}, "queue", "Select a valid choice"),
         ({"crop_size": 64}, None, "larger than the images"),
         ({"lr_policy": "step", "step_size": 0}, None, "Step size"),
@@ -289,3 +295,42 @@ def test_the_worker_parent_never_imports_jax(tmp_path):
     assert result.stdout.strip() == "False"
 
 
+def test_fine_tuning_takes_the_weights_that_fit_and_starts_the_classifier_fresh(
+    client, alice, mnist_dataset, mnist_root, settings, worker
+):
+    client.post(reverse("experiment-new"), experiment_form(mnist_dataset, epochs=1, name="digits"))
+    worker("training")
+    source = Experiment.objects.get()
+    assert source.status == Experiment.Status.DONE, source.error
+
+    # Three classes instead of ten: every layer fits but the last.
+    three = settings.DATA_IMPORT_ROOTS[0] / "three-digits"
+    for digit in "012":
+        target = three / digit
+        target.mkdir(parents=True, exist_ok=True)
+        for path in sorted((mnist_root / "train" / digit).glob("*.png"))[:40]:
+            (target / path.name).write_bytes(path.read_bytes())
+    client.post(
+        reverse("dataset-new"),
+        {"name": "three", "source_type": "folder", "source_folder": str(three), "channels": 1, "width": 28,
+         "height": 28, "resize_mode": "squash", "val_percent": 25, "visibility": "private", "encoding": "raw"},
+    )  # fmt: skip
+    worker("datasets")
+    small = Dataset.objects.get(name="three")
+    assert small.status == Dataset.Status.DONE, small.error
+
+    snapshot = source.snapshots.get()
+    client.post(
+        reverse("experiment-new"),
+        experiment_form(small, name="fine-tuned", epochs=2, batch_size=16, pretrained=snapshot.pk,
+                        early_stopping="val_loss", patience=1),
+    )  # fmt: skip
+    worker("training")
+
+    tuned = Experiment.objects.get(name="fine-tuned")
+    assert tuned.status == Experiment.Status.DONE, tuned.error
+    log = " ".join(tuned.log_lines.values_list("message", flat=True))
+    assert "Starting from the weights of digits" in log
+    # The classifier (the last layer, ip2) had 10 outputs there and 3 here.
+    assert "Not taken from the pretrained weights (new for this dataset): layers/6/bias, layers/6/kernel" in log
+    assert tuned.metrics.last().val_accuracy > 0.5

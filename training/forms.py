@@ -108,7 +108,8 @@ class ExperimentForm(forms.Form):
         required=False,
         label="Pretrained weights",
         empty_label="— none: random initialisation —",
-        help_text="Fine-tune from a snapshot; layers that do not fit (the classifier, for another class count) start fresh.",
+        help_text="Fine-tune from a snapshot; layers that do not fit (the classifier, for another class count) "
+        "start fresh.",
     )
 
     epochs = forms.IntegerField(min_value=1, max_value=1000, initial=30)

@@ -54,9 +54,8 @@ def train(experiment_id):
             run.log(f"Resuming from the snapshot at epoch {run.resumed_at:g}.")
         elif experiment.pretrained is not None:
             pretrained = _read(experiment.pretrained.path)
-            run.log(
-                f"Starting from the weights of {experiment.pretrained.experiment} at epoch {experiment.pretrained.epoch_label}."
-            )
+            source = experiment.pretrained
+            run.log(f"Starting from the weights of {source.experiment} at epoch {source.epoch_label}.")
         run.log(
             f"Training {experiment.get_network_display()} on {len(data.train_y)} images, validating on "
             f"{len(data.val_y)}, on {describe_devices(accelerators)}."
@@ -88,7 +87,7 @@ def train(experiment_id):
     if result.stopped:
         run.log("Aborted; the last snapshot keeps where it stopped, so it can be resumed.")
         _finish(experiment, Experiment.Status.ABORTED)
-    elif result.early_stopped:
+    elif result.early_stopped and result.epochs_completed < experiment.epochs:
         message = f"Stopped early after epoch {result.epochs_completed}: validation stopped improving."
         run.log(message)
         _finish(experiment, Experiment.Status.DONE)
@@ -200,9 +199,8 @@ class Run:
         )
         broadcast(self.experiment.group_name, {"type": "snapshot", "epoch": epoch, "id": snapshot.pk})
         for old in retired_snapshots(self.experiment):
-            self.log(
-                f"Removed the snapshot of epoch {old.epoch_label} (keeping the last {self.experiment.keep_snapshots} and the best)."
-            )
+            kept = self.experiment.keep_snapshots
+            self.log(f"Removed the snapshot of epoch {old.epoch_label} (keeping the last {kept} and the best).")
             _remove_snapshot(old)
 
 

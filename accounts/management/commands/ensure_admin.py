@@ -14,7 +14,9 @@ class Command(BaseCommand):
     def handle(self, *args, username, **options):
         User = get_user_model()
         if User.objects.filter(is_superuser=True).exists():
-            self.stdout.write(f"  Log in as an existing admin (e.g. {username}); forgot it? manage.py changepassword {username}")
+            self.stdout.write(
+                f"  Log in as an existing admin (e.g. {username}); forgot it? manage.py changepassword {username}"
+            )
             return
         password = os.environ.get("DJANGO_SUPERUSER_PASSWORD")
         shown = "(from DJANGO_SUPERUSER_PASSWORD)"
