@@ -93,3 +93,21 @@ def test_a_live_heartbeat_is_left_alone(alice):
     Experiment.objects.filter(pk=experiment.pk).update(heartbeat=timezone.now())
     assert recover_stalled() == []
     assert Experiment.objects.get(pk=experiment.pk).status == Experiment.Status.RUNNING
+
+
+def test_a_queued_experiment_whose_job_redis_lost_is_queued_again(client, alice):
+    import django_rq
+
+    from tests.factories import make_dataset
+    from training.recovery import requeue_lost
+
+    client.force_login(alice)
+    client.post(reverse("experiment-new"), experiment_form(make_dataset(alice), batch_size=4))
+    experiment = Experiment.objects.get()
+    queue = django_rq.get_queue("training")
+    assert experiment.rq_job_id in queue.job_ids
+    queue.connection.flushdb()  # what a Redis restart does to the queues
+
+    assert requeue_lost() == [experiment.pk]
+    assert Experiment.objects.get().rq_job_id in queue.job_ids
+    assert requeue_lost() == []  # nothing twice

@@ -6,6 +6,7 @@ from django.db import transaction
 
 from accounts.access import teams_for
 from accounts.models import Visibility
+from datasets.grouping import grouped_choices
 from datasets.models import Dataset
 from training import schedules
 from training.models import Experiment, Snapshot, Sweep
@@ -69,22 +70,6 @@ def parse_values(text, kind, label):
     if not values:
         raise forms.ValidationError(f"Give at least one {label}.")
     return list(dict.fromkeys(values))
-
-
-def grouped_dataset_choices(datasets, user):
-    """The datasets a user may train on, grouped: their own, then each team's, then the
-    rest of the organisation's."""
-    groups = {}
-    for dataset in datasets:
-        if dataset.owner_id == user.pk:
-            group = "My datasets"
-        elif dataset.visibility == Visibility.TEAM and dataset.team is not None:
-            group = f"Team {dataset.team.name}"
-        else:
-            group = "Organisation"
-        groups.setdefault(group, []).append((dataset.pk, f"{dataset.name} ({dataset.width}×{dataset.height})"))
-    order = ["My datasets"] + sorted(g for g in groups if g.startswith("Team ")) + ["Organisation"]
-    return [(group, groups[group]) for group in order if group in groups]
 
 
 class ExperimentForm(forms.Form):
@@ -188,8 +173,8 @@ class ExperimentForm(forms.Form):
         from training import workers
 
         self.user = user
-        self.datasets = Dataset.objects.visible_to(user).filter(status=Dataset.Status.DONE).select_related("team")
-        self.fields["dataset"].choices = grouped_dataset_choices(self.datasets, user)
+        self.datasets = Dataset.objects.visible_to(user).trainable().select_related("team")
+        self.fields["dataset"].choices = grouped_choices(self.datasets)
         visible = Experiment.objects.visible_to(user)
         self.fields["pretrained"].queryset = Snapshot.objects.filter(experiment__in=visible).select_related(
             "experiment"

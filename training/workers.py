@@ -191,9 +191,9 @@ class TrainingWorker(rq.Worker):
     def run_maintenance_tasks(self):
         super().run_maintenance_tasks()
         # Experiments whose worker died without a word resume as soon as a worker is free.
-        from training.recovery import recover_stalled
+        from training import recovery
 
-        recover_stalled()
+        recovery.recover()
 
     def serialize(self):
         data = super().serialize()
