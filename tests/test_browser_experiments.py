@@ -87,6 +87,12 @@ def test_customize_visualize_train_abort_resume(platform_server, mnist_root, mon
         assert points == list(range(1, len(points) + 1)) and len(points) > aborted_at + 2
         expect(page.locator("#status-history")).to_contain_text("resume")
         shot(page, "experiment-resumed")
+
+        # The custom network classifies with its own spec, from the snapshot abort kept.
+        expect(page.locator("#resume-form")).to_be_visible()
+        page.set_input_files("#id_image", str(next((mnist_root / "test" / "4").glob("*.png"))))
+        page.click("button:has-text('Classify')")
+        expect(page.locator("#predictions tbody tr")).to_have_count(5)
         browser.close()
 
     experiment = Experiment.objects.get()

@@ -5,12 +5,14 @@ it); loaded models are kept per snapshot file so the second image is fast."""
 import base64
 import functools
 import io
+import os
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from datasets import imaging
+from training.models import Experiment
 
 TOP_K = 5
 
@@ -51,15 +53,20 @@ def classify(snapshot, image_file, top_k=TOP_K):
         channels=dataset.channels,
         resize_mode=dataset.resize_mode,
     )
-    model = _load_model(snapshot.path, experiment.network, dataset.image_shape, len(dataset.classes))
+    augmentation = engine.Augmentation(**experiment.options.get("augmentation", {}))
+    network = experiment.network_spec if experiment.network == Experiment.Network.CUSTOM else experiment.network
+    input_shape = augmentation.input_shape(dataset.image_shape)
+    # The file's mtime is in the key: a resumed run may write a snapshot of the same epoch again.
+    mtime = os.stat(snapshot.path).st_mtime_ns
+    model = _load_model(snapshot.path, mtime, network, input_shape, len(dataset.classes))
     mean = _load_mean(str(dataset.directory / "mean.npy"))
-    probabilities = engine.predict(model, pixels[np.newaxis], mean)[0]
+    probabilities = engine.predict(model, pixels[np.newaxis], mean, augmentation)[0]
     best = np.argsort(probabilities)[::-1][:top_k]
     return Classification([Prediction(dataset.classes[i], float(probabilities[i])) for i in best], pixels)
 
 
 @functools.lru_cache(maxsize=8)
-def _load_model(path, network, input_shape, num_classes):
+def _load_model(path, mtime, network, input_shape, num_classes):
     from training import engine
 
     with open(path, "rb") as f:
