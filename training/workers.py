@@ -157,6 +157,7 @@ def _spec(host, queue, label, gpu_indices, env):
 
 RECOVERY_SECONDS = 60
 
+
 # --- The worker class ---------------------------------------------------------------------------
 class TrainingWorker(rq.Worker):
     """An RQ worker that owns a device: it listens on its device queue before the queues
