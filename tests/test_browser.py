@@ -1,84 +1,19 @@
 """A new user's whole path through the pages, in a real Chromium (Debian's), against a
 real daphne and real RQ workers."""
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pytest
 
 from accounts.models import User
-from tests.conftest import ROOT, subprocess_env
+from tests.browser import browser_page, platform_server, shot  # noqa: F401 - platform_server is a fixture
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SCREENSHOTS = ROOT / "var" / "screenshots"
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def platform_server():
-    """daphne serving config.asgi, and one worker per queue, as `make run` starts them."""
-    port = free_port()
-    env = subprocess_env()
-    log_dir = Path(os.environ["PLATFORM_TEST_DIR"])
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-            cwd=ROOT, env=env, stdout=open(log_dir / "daphne.log", "w"), stderr=subprocess.STDOUT,
-        ),
-        subprocess.Popen(
-            [sys.executable, "manage.py", "rqworker", "datasets", "training"],
-            cwd=ROOT, env=env, stdout=open(log_dir / "worker.log", "w"), stderr=subprocess.STDOUT,
-        ),
-    ]  # fmt: skip
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        pytest.fail(f"daphne did not start; see {log_dir / 'daphne.log'}")
-    yield f"http://localhost:{port}"
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        process.wait(timeout=20)
-
-
-def shot(page, name):
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
-
-
-def test_a_new_user_builds_trains_watches_and_classifies(platform_server, mnist_root, monkeypatch):
+def test_a_new_user_builds_trains_watches_and_classifies(platform_server, mnist_root, monkeypatch):  # noqa: F811
     User.objects.create_user("dana", password="dana-password-1")
-    # Playwright's sync API runs an event loop in this thread; the test itself does no
-    # database work while it runs, everything goes through the pages.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"],
-        )  # fmt: skip
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(30_000)
-
+    with browser_page(monkeypatch) as page:
         # Log in: every page sends a stranger to the login portal first.
         page.goto(platform_server + "/")
         expect(page).to_have_url(f"{platform_server}/accounts/login/?next=/")
@@ -120,4 +55,3 @@ def test_a_new_user_builds_trains_watches_and_classifies(platform_server, mnist_
         page.click("button:has-text('Classify')")
         expect(page.locator("#predictions tbody tr")).to_have_count(5)
         shot(page, "experiment")
-        browser.close()

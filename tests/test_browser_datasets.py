@@ -7,13 +7,10 @@ import re
 import pytest
 
 from accounts.models import Membership, Team, User
+from tests.browser import browser_page, platform_server, shot  # noqa: F401 - platform_server is a fixture
 from tests.dataset_fixtures import color_tree, zip_of
-from tests.test_browser import CHROMIUM, platform_server, shot  # noqa: F401 - platform_server is a fixture
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
 
 
 def test_upload_a_zip_watch_it_build_and_explore_it(platform_server, tmp_path, monkeypatch):  # noqa: F811
@@ -21,13 +18,9 @@ def test_upload_a_zip_watch_it_build_and_explore_it(platform_server, tmp_path, m
     Membership.objects.create(user=erin, team=Team.objects.create(name="Optics"), role=Membership.Role.ADMIN)
     archive = tmp_path / "shapes.zip"
     archive.write_bytes(zip_of(color_tree(per_class=40, prefix="shapes/")))
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(30_000)
+    with browser_page(monkeypatch) as page:
         events = []
         page.on("websocket", lambda ws: ws.on("framereceived", lambda frame: events.append(json.loads(frame))))
 
@@ -72,4 +65,3 @@ def test_upload_a_zip_watch_it_build_and_explore_it(platform_server, tmp_path, m
         expect(thumbnail).to_have_js_property("complete", True)
         assert page.evaluate("document.querySelector('#gallery img').naturalWidth") == 32
         shot(page, "dataset-gallery")
-        browser.close()

@@ -9,13 +9,11 @@ from django.urls import reverse
 
 from accounts.models import User
 from datasets.models import Dataset
-from tests.test_browser import CHROMIUM, platform_server, shot  # noqa: F401 - platform_server is a fixture
+from tests.browser import browser_page, platform_server, shot  # noqa: F401 - platform_server is a fixture
 from training.models import EpochMetric, Experiment
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
 EPOCHS = 500
 
 
@@ -29,13 +27,9 @@ def test_customize_visualize_train_abort_resume(platform_server, mnist_root, mon
          "width": 28, "height": 28, "resize_mode": "squash", "val_percent": 20, "visibility": "private",
          "encoding": "raw", "shuffle": "on"},
     )  # fmt: skip
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(30_000)
+    with browser_page(monkeypatch) as page:
         page.goto(platform_server + "/accounts/login/")
         page.fill("#id_username", "fay")
         page.fill("#id_password", "fay-password-1")
@@ -93,7 +87,6 @@ def test_customize_visualize_train_abort_resume(platform_server, mnist_root, mon
         page.set_input_files("#id_image", str(next((mnist_root / "test" / "4").glob("*.png"))))
         page.click("button:has-text('Classify')")
         expect(page.locator("#predictions tbody tr")).to_have_count(5)
-        browser.close()
 
     experiment = Experiment.objects.get()
     assert experiment.network == "custom" and "features: 8" in experiment.network_spec
