@@ -11,6 +11,7 @@ own. An owned object (dataset, experiment) has `owner`, `team` and `visibility`:
 Superusers see and change everything (that is what the admin is for).
 """
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.http import Http404
@@ -30,6 +31,19 @@ class OwnedQuerySet(models.QuerySet):
             | models.Q(visibility=Visibility.ORGANISATION)
             | models.Q(visibility=Visibility.TEAM, team__in=teams)
         )
+
+
+class Owned(models.Model):
+    """What every object under the rule has: an owner, maybe a team, and a visibility."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="%(class)ss")
+    team = models.ForeignKey("accounts.Team", models.SET_NULL, null=True, blank=True, related_name="%(class)ss")
+    visibility = models.CharField(max_length=20, choices=Visibility.choices, default=Visibility.PRIVATE)
+
+    objects = OwnedQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
 
 
 def can_view(user, obj):

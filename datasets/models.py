@@ -8,8 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 from rq import Callback
 
-from accounts.access import OwnedQuerySet
-from accounts.models import Visibility
+from accounts.access import Owned, OwnedQuerySet
 
 SPLITS = ("train", "val", "test")
 SPLIT_NAMES = {"train": "Training", "val": "Validation", "test": "Test"}
@@ -21,7 +20,7 @@ class DatasetQuerySet(OwnedQuerySet):
         return self.filter(status=Dataset.Status.DONE, encoding=Dataset.Encoding.RAW)
 
 
-class Dataset(models.Model):
+class Dataset(Owned):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Building"
@@ -49,9 +48,6 @@ class Dataset(models.Model):
         JPEG = "jpeg", "JPEG"
 
     name = models.CharField(max_length=200)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="datasets")
-    team = models.ForeignKey("accounts.Team", models.SET_NULL, null=True, blank=True, related_name="datasets")
-    visibility = models.CharField(max_length=20, choices=Visibility.choices, default=Visibility.PRIVATE)
 
     # Where the images come from.  Paths are real server paths: under an import root when a user
     # named them, under upload_dir when they were uploaded.

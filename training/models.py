@@ -5,12 +5,11 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts.access import OwnedQuerySet
-from accounts.models import Visibility
+from accounts.access import Owned
 from config.queues import enqueue_on_commit
 
 
-class Experiment(models.Model):
+class Experiment(Owned):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
@@ -37,9 +36,6 @@ class Experiment(models.Model):
     ACTIVE = (Status.QUEUED, Status.RUNNING)
 
     name = models.CharField(max_length=200)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="experiments")
-    team = models.ForeignKey("accounts.Team", models.SET_NULL, null=True, blank=True, related_name="experiments")
-    visibility = models.CharField(max_length=20, choices=Visibility.choices, default=Visibility.PRIVATE)
     dataset = models.ForeignKey("datasets.Dataset", models.PROTECT, related_name="experiments")
     sweep = models.ForeignKey("Sweep", models.SET_NULL, null=True, blank=True, related_name="experiments")
 
@@ -80,8 +76,6 @@ class Experiment(models.Model):
     created = models.DateTimeField(default=timezone.now)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
-
-    objects = OwnedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created"]
@@ -199,17 +193,12 @@ class Experiment(models.Model):
         LogLine.objects.create(experiment=self, level=level, message=message)
 
 
-class Sweep(models.Model):
+class Sweep(Owned):
     """Experiments created together from one form with several learning rates and/or
     batch sizes, compared on one page."""
 
     name = models.CharField(max_length=200)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="sweeps")
-    team = models.ForeignKey("accounts.Team", models.SET_NULL, null=True, blank=True, related_name="sweeps")
-    visibility = models.CharField(max_length=20, choices=Visibility.choices, default=Visibility.PRIVATE)
     created = models.DateTimeField(default=timezone.now)
-
-    objects = OwnedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created"]
