@@ -66,16 +66,6 @@ class ExperimentDetailSerializer(ExperimentSerializer):
         fields = ExperimentSerializer.Meta.fields + ["metrics"]
 
 
-def _create_with_form(form_class, request):
-    form = form_class(data=request.data, user=request.user)
-    if not form.is_valid():
-        raise ValidationError(form.errors.get_json_data())
-    obj = form.save(commit=False)
-    obj.owner = request.user
-    obj.save()
-    return obj
-
-
 class DatasetList(APIView):
     def get(self, request):
         datasets = Dataset.objects.visible_to(request.user).select_related("owner", "team")

@@ -104,14 +104,6 @@ class Experiment(Owned):
     def can_resume(self):
         return self.status in (self.Status.ABORTED, self.Status.FAILED) and self.snapshots.exists()
 
-    @property
-    def network_label(self):
-        return self.get_network_display()
-
-    def train_config_options(self):
-        """Everything the engine's TrainConfig needs beyond the columns."""
-        return dict(self.options)
-
     # --- Job state changes: each claims the row with a filtered update, so two workers
     # (or a worker and a person pressing Abort) can never both win. ------------------------
     def enqueue_training(self):
