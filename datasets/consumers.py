@@ -3,8 +3,8 @@ import contextlib
 
 from channels.db import database_sync_to_async
 
-from config.events import GroupConsumer
 from datasets.models import Dataset
+from jobs.events import GroupConsumer
 
 # How often a connected page has the build's job checked: a killed worker sends nothing.
 JOB_CHECK_SECONDS = 10

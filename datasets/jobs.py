@@ -16,9 +16,9 @@ from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from config.events import broadcast
 from datasets import archives, imaging, lists, rules, sources
 from datasets.models import Dataset
+from jobs.events import broadcast
 
 log = logging.getLogger(__name__)
 

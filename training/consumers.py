@@ -1,6 +1,6 @@
 from channels.db import database_sync_to_async
 
-from config.events import GroupConsumer
+from jobs.events import GroupConsumer
 from training.models import EpochMetric, Experiment
 
 

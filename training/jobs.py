@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from config.events import broadcast
+from jobs.events import broadcast
 from training import devices
 from training.models import EpochMetric, Experiment, LogLine, Snapshot
 

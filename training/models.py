@@ -6,7 +6,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.access import Owned
-from config.queues import enqueue_on_commit
+from jobs.queues import enqueue_on_commit
 
 
 class Experiment(Owned):

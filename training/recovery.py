@@ -16,7 +16,7 @@ from django.conf import settings
 from django.utils import timezone
 from rq.job import Job
 
-from config.events import broadcast
+from jobs.events import broadcast
 from training.models import Experiment
 
 log = logging.getLogger(__name__)
