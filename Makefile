@@ -15,6 +15,9 @@ bench:
 	bash scripts/setup.sh test
 	.venv/bin/python -m bench
 
+# Style, and the layers' import contracts (pyproject.toml).
 lint:
+	bash scripts/setup.sh test
 	.venv/bin/ruff format --check .
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports

@@ -9,7 +9,15 @@ own. An owned object (dataset, experiment) has `owner`, `team` and `visibility`:
 - organisation: every active user sees it; admins of its team change it.
 
 Superusers see and change everything (that is what the admin is for).
+
+Anything made from an object (a clone of a dataset, an experiment on a dataset, a fine-tune
+of an experiment's snapshot) is never shared more widely than what it was made from: the
+forms and the API ask `sharing_problem`, and a source cannot be narrowed below what was made
+from it (`narrowing_problem`). Rows older than the rule may still break it, so pages ask
+`visible_to` again before they name a related object.
 """
+
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
@@ -31,6 +39,19 @@ class OwnedQuerySet(models.QuerySet):
             | models.Q(visibility=Visibility.ORGANISATION)
             | models.Q(visibility=Visibility.TEAM, team__in=teams)
         )
+
+    def with_visibility_of(self, user, *relations):
+        """Annotate `<relation>_visible` (relation paths as in filter(), "__" becoming "_"):
+        whether `user` may see that related object, so a list names only what its viewer
+        may see without a query per row."""
+        annotations = {}
+        for relation in relations:
+            model = self.model
+            for name in relation.split("__"):
+                model = model._meta.get_field(name).related_model
+            visible = model._default_manager.visible_to(user).filter(pk=models.OuterRef(relation))
+            annotations[f"{relation.replace('__', '_')}_visible"] = models.Exists(visible)
+        return self.annotate(**annotations)
 
 
 class Owned(models.Model):
@@ -82,3 +103,91 @@ def teams_for(user):
     if user.is_superuser:
         return Team.objects.all()
     return Team.objects.filter(memberships__user=user)
+
+
+# --- Nothing made from an object is shared more widely than the object ------------------------
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Who beyond the owner sees something: everyone, one team, or nobody."""
+
+    visibility: str
+    team_id: int | None = None
+
+    @classmethod
+    def of(cls, obj):
+        return cls.sharing(obj.visibility, obj.team_id)
+
+    @classmethod
+    def sharing(cls, visibility, team_id):
+        if visibility == Visibility.ORGANISATION:
+            return cls(Visibility.ORGANISATION)
+        if visibility == Visibility.TEAM and team_id is not None:
+            return cls(Visibility.TEAM, team_id)
+        return cls(Visibility.PRIVATE)
+
+    def narrowed_by(self, other):
+        if Visibility.ORGANISATION in (self.visibility, other.visibility):
+            return other if self.visibility == Visibility.ORGANISATION else self
+        if self == other:
+            return self
+        return Reach(Visibility.PRIVATE)  # private, or two different teams: only the owner is left
+
+    def allows(self, visibility, team_id):
+        if visibility == Visibility.ORGANISATION:
+            return self.visibility == Visibility.ORGANISATION
+        if visibility == Visibility.TEAM and team_id is not None:
+            return self.visibility == Visibility.ORGANISATION or self == Reach(Visibility.TEAM, team_id)
+        return True  # private (a team visibility without a team shows it to nobody either)
+
+
+def widest_visibility(*sources):
+    """The widest Reach an object made from `sources` may have (None: a source that is gone)."""
+    reach = Reach(Visibility.ORGANISATION)
+    for source in sources:
+        if source is not None:
+            reach = reach.narrowed_by(Reach.of(source))
+    return reach
+
+
+def allowed_visibilities(sources):
+    """The visibilities an object made from `sources` may be given (a team one only with the
+    team of widest_visibility when that is a team)."""
+    reach = widest_visibility(*sources)
+    order = [Visibility.PRIVATE, Visibility.TEAM, Visibility.ORGANISATION]
+    return order[: order.index(reach.visibility) + 1]
+
+
+def sharing_problem(user, visibility, team_id, sources):
+    """Why an object made from `sources` ([(source, "an experiment on it")]) may not have this
+    visibility and team, in words for `user`; None when it may."""
+    for source, what in sources:
+        if source is None or Reach.of(source).allows(visibility, team_id):
+            continue
+        noun = source._meta.verbose_name
+        if not can_view(user, source):
+            return f"It was made from a {noun} you cannot see, so it cannot be shared more widely than that {noun}."
+        return f"{noun.capitalize()} “{source}” is {_described(source)}, so {what} cannot be shared more widely."
+    return None
+
+
+def narrowing_problem(user, visibility, team_id, made_from_it):
+    """Why an object may not take this visibility and team while `made_from_it` (objects made
+    from it) are shared more widely; None when it may. Names only what `user` may see."""
+    reach = Reach.sharing(visibility, team_id)
+    wider = [obj for obj in made_from_it if not reach.allows(obj.visibility, obj.team_id)]
+    if not wider:
+        return None
+    named = [f"{obj._meta.verbose_name} “{obj}”" for obj in wider if can_view(user, obj)]
+    hidden = len(wider) - len(named)
+    names = named + ([f"{hidden} you cannot see"] if hidden else [])
+    return f"What was made from it is shared more widely than that ({', '.join(names)}); narrow or delete those first."
+
+
+def _described(obj):
+    if obj.visibility == Visibility.ORGANISATION:
+        return "shared with the whole organisation"
+    if obj.visibility == Visibility.TEAM and obj.team_id is not None:
+        return f"shared with team {obj.team} only"
+    return "private"

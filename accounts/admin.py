@@ -1,7 +1,11 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
-from accounts.models import Membership, Team, User
+from accounts.login import AdminLoginForm
+from accounts.models import ApiToken, AuditEntry, Membership, Team, User
+
+# The admin's login counts refused passwords as the login page does (accounts.ratelimit).
+admin.site.login_form = AdminLoginForm
 
 
 class MembershipInline(admin.TabularInline):
@@ -18,7 +22,8 @@ class PlatformUserAdmin(UserAdmin):
 
 @admin.register(Team)
 class TeamAdmin(admin.ModelAdmin):
-    list_display = ["name", "member_count", "created"]
+    list_display = ["name", "source", "member_count", "created"]
+    list_filter = ["source"]
     search_fields = ["name"]
     inlines = [MembershipInline]
 
@@ -29,6 +34,36 @@ class TeamAdmin(admin.ModelAdmin):
 
 @admin.register(Membership)
 class MembershipAdmin(admin.ModelAdmin):
-    list_display = ["user", "team", "role", "created"]
-    list_filter = ["role", "team"]
+    list_display = ["user", "team", "role", "source", "created"]
+    list_filter = ["role", "source", "team"]
     search_fields = ["user__username", "team__name"]
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    """Read-only: the log is appended to by the platform and changed by nobody."""
+
+    list_display = ["time", "action", "actor_name", "object_repr", "team_name", "address"]
+    list_filter = ["action", "team", "time"]
+    search_fields = ["actor_name", "object_repr", "detail"]
+    date_hierarchy = "time"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "user", "prefix", "read_only", "expires", "created", "last_used"]
+    list_filter = ["read_only"]
+    search_fields = ["name", "user__username", "prefix"]
+    readonly_fields = ["prefix", "digest", "created", "last_used"]
+
+    def has_add_permission(self, request):
+        return False  # a secret is shown once, to its owner, on the tokens page

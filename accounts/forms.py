@@ -1,12 +1,24 @@
 from django import forms
 
-from accounts.access import teams_for
+from accounts import audit
+from accounts.access import (
+    Reach,
+    allowed_visibilities,
+    narrowing_problem,
+    sharing_problem,
+    teams_for,
+    widest_visibility,
+)
 from accounts.models import Visibility
+
+# What the settings of anything owned change after it was made.
+SETTINGS_FIELDS = ["name", "visibility", "team"]
 
 
 class OwnedObjectForm(forms.ModelForm):
     """Visibility and team fields of anything a user owns: the team list holds only the
-    user's own teams, and "team" visibility needs one."""
+    user's own teams, "team" visibility needs one, and nothing is shared more widely than
+    what it was made from (nor narrowed below what was made from it)."""
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
@@ -15,9 +27,68 @@ class OwnedObjectForm(forms.ModelForm):
         self.fields["team"].required = False
         self.fields["team"].empty_label = "— no team —"
         self.fields["visibility"].help_text = "Who may see it. The team's admins may change it too."
+        offer_allowed_sharing(self, self.sharing_sources())
+
+    def sharing_sources(self):
+        """[(source, what this object is to it)], e.g. [(dataset, "an experiment on it")]:
+        what it was made from. A source may be None (gone)."""
+        return []
+
+    def made_from_this(self):
+        """The objects made from this one."""
+        return []
 
     def clean(self):
         cleaned = super().clean()
-        if cleaned.get("visibility") == Visibility.TEAM and not cleaned.get("team"):
-            self.add_error("team", "Choose the team that may see it, or make it private.")
+        check_sharing(self, cleaned, self.sharing_sources(), self.made_from_this() if self.instance.pk else [])
         return cleaned
+
+
+class OwnedSettingsForm(OwnedObjectForm):
+    """The settings of something already made: its name and who sees it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.shared_before = Reach.of(self.instance)
+
+    def save(self, commit=True):
+        obj = super().save(commit=commit)
+        if commit:
+            audit.sharing_changed(self.user, obj, self.shared_before, Reach.of(obj))
+        return obj
+
+
+def offer_allowed_sharing(form, sources):
+    """Offer only the visibilities (and, when the sources are one team's, that team) that
+    `sources` allow. The fields still accept the others, so that check_sharing can refuse
+    them with the reason rather than with "Select a valid choice"."""
+    sources = [source for source, _ in sources if source is not None]
+    if not sources:
+        return
+    reach = widest_visibility(*sources)
+    allowed = allowed_visibilities(sources)
+    visibility = form.fields["visibility"]
+    visibility.widget.choices = [choice for choice in visibility.choices if choice[0] in allowed]
+    visibility.help_text = "Who may see it: no more people than may see what it is made from."
+    if reach.visibility == Visibility.TEAM:
+        team = form.fields["team"]
+        team.widget.choices = [choice for choice in team.choices if choice[0] in ("", reach.team_id)]
+
+
+def check_sharing(form, cleaned, sources, made_from_it=()):
+    """Refuse a team visibility without a team, and, on the visibility field, a visibility
+    and team wider than a source allows or narrower than what was made from the object."""
+    visibility = cleaned.get("visibility")
+    team = cleaned.get("team")
+    if visibility == Visibility.TEAM and team is None and not form.has_error("team"):
+        form.add_error("team", "Choose the team that may see it, or make it private.")
+    if visibility is None or form.has_error("team"):
+        return
+    team_id = team.pk if team is not None else None
+    if getattr(form, "shared_before", None) == Reach.sharing(visibility, team_id):
+        return  # shared as before: a rename must not fail on a row older than the rule
+    problem = sharing_problem(form.user, visibility, team_id, sources) or narrowing_problem(
+        form.user, visibility, team_id, made_from_it
+    )
+    if problem:
+        form.add_error("visibility", problem)

@@ -1,6 +1,17 @@
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.contrib.contenttypes.models import ContentType
 from django.db import models
+from django.utils import timezone
+
+
+class Source(models.TextChoices):
+    """Where a team or a membership comes from. The directory's own are kept in step with it
+    at every login; local ones are the platform's and no login touches them."""
+
+    LOCAL = "local", "Local"
+    OIDC = "oidc", "OpenID Connect"
+    LDAP = "ldap", "LDAP"
 
 
 class User(AbstractUser):
@@ -10,6 +21,7 @@ class User(AbstractUser):
 
 class Team(models.Model):
     name = models.CharField(max_length=100, unique=True)
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.LOCAL)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -27,6 +39,7 @@ class Membership(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="memberships")
     team = models.ForeignKey(Team, models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.LOCAL)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -40,3 +53,113 @@ class Visibility(models.TextChoices):
     PRIVATE = "private", "Private (only me)"
     TEAM = "team", "Team"
     ORGANISATION = "organisation", "Organisation (everyone who can log in)"
+
+
+class FailedLogin(models.Model):
+    """One refused password, kept for the rate limit's window (accounts.ratelimit). In the
+    database rather than a cache: every web process sees the same count, and it holds
+    while Redis is down."""
+
+    username = models.CharField(max_length=150)
+    address = models.GenericIPAddressField(null=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            # The two counts the login form asks for: this account's, this address's, recent.
+            models.Index(fields=["username", "created"], name="failedlogin_account"),
+            models.Index(fields=["address", "created"], name="failedlogin_address"),
+        ]
+
+    def __str__(self):
+        return f"{self.username} from {self.address} at {self.created:%Y-%m-%d %H:%M:%S}"
+
+
+class AuditQuerySet(models.QuerySet):
+    # The log is append-only: a bulk change or delete through the ORM is refused as a
+    # single row's is (AuditEntry.save, AuditEntry.delete).
+    def update(self, **kwargs):
+        raise PermissionError("Audit entries cannot be changed.")
+
+    def delete(self):
+        raise PermissionError("Audit entries cannot be deleted.")
+
+
+class AuditEntry(models.Model):
+    """One security-relevant action: who, what, on which object, from where, when. Names are
+    copied into the row (actor_name, object_repr, team_name), so it still reads the same
+    after the user, the object or the team is gone."""
+
+    class Action(models.TextChoices):
+        LOGIN = "login", "Logged in"
+        LOGIN_FAILED = "login_failed", "Login refused"
+        LOGOUT = "logout", "Logged out"
+        SHARING = "sharing", "Sharing changed"
+        TEAM_CREATED = "team_created", "Team created"
+        MEMBER_ADDED = "member_added", "Member added"
+        MEMBER_REMOVED = "member_removed", "Member removed"
+        ROLE_CHANGED = "role_changed", "Role changed"
+        DOWNLOAD = "download", "Downloaded"
+        DELETED = "deleted", "Deleted"
+        TOKEN_CREATED = "token_created", "API token created"
+        TOKEN_REVOKED = "token_revoked", "API token revoked"
+        ADMIN = "admin", "Admin action"
+
+    time = models.DateTimeField(default=timezone.now, db_index=True)
+    action = models.CharField(max_length=20, choices=Action.choices)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+")
+    actor_name = models.CharField(max_length=150, blank=True)
+    content_type = models.ForeignKey(ContentType, models.SET_NULL, null=True, blank=True, related_name="+")
+    object_id = models.CharField(max_length=64, blank=True)
+    object_repr = models.CharField(max_length=200, blank=True)
+    team = models.ForeignKey(Team, models.SET_NULL, null=True, blank=True, related_name="audit_entries")
+    team_name = models.CharField(max_length=100, blank=True)
+    address = models.GenericIPAddressField(null=True, blank=True)
+    detail = models.TextField(blank=True)
+
+    objects = AuditQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-time", "-pk"]
+        verbose_name_plural = "audit entries"
+        indexes = [
+            # A team admin's view of the log: their teams' entries, newest first.
+            models.Index(fields=["team", "time"], name="audit_team_time"),
+            models.Index(fields=["action", "time"], name="audit_action_time"),
+        ]
+
+    def __str__(self):
+        return f"{self.time:%Y-%m-%d %H:%M:%S} {self.actor_name or '—'} {self.get_action_display()} {self.object_repr}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise PermissionError("Audit entries cannot be changed.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("Audit entries cannot be deleted.")
+
+
+class ApiToken(models.Model):
+    """A named API token. Only the sha256 of its secret is kept: the secret is shown once,
+    when it is made, and `prefix` (its first characters) tells tokens apart afterwards."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12)
+    digest = models.CharField(max_length=64, unique=True)
+    read_only = models.BooleanField(default=False, help_text="Only reads (GET, HEAD, OPTIONS); no changes.")
+    expires = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    last_used = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name = "API token"
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def expired(self):
+        return self.expires is not None and self.expires <= timezone.now()

@@ -1,8 +1,11 @@
 from django.urls import include, path
 
-from accounts import views
+from accounts import login, oidc, views
 
 urlpatterns = [
     path("token/", views.api_token, name="api-token"),
+    path("login/", login.LoginView.as_view(), name="login"),
+    path("oidc/start/", oidc.LoginStart.as_view(), name="oidc_authentication_init"),
+    path("oidc/callback/", oidc.LoginCallback.as_view(), name="oidc_authentication_callback"),
     path("", include("django.contrib.auth.urls")),
 ]

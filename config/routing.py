@@ -1,9 +1,11 @@
 from django.urls import path
 
 from datasets.consumers import DatasetConsumer
+from evaluations.consumers import EvaluationConsumer
 from training.consumers import ExperimentConsumer
 
 websocket_urlpatterns = [
     path("ws/datasets/<int:pk>/", DatasetConsumer.as_asgi()),
     path("ws/experiments/<int:pk>/", ExperimentConsumer.as_asgi()),
+    path("ws/evaluations/<int:pk>/", EvaluationConsumer.as_asgi()),
 ]

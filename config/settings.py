@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+import psutil
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -56,11 +57,14 @@ INSTALLED_APPS = [
     "django_rq",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "accounts",
     "jobs",
     "datasets",
     "models",
     "training",
+    "evaluations",
 ]
 
 MIDDLEWARE = [
@@ -73,6 +77,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    # Keeps the request at hand for the audit log's address (accounts.audit).
+    "accounts.audit.AuditMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -100,13 +106,25 @@ VAR_DIR = Path(os.environ.get("PLATFORM_VAR_DIR", BASE_DIR / "var"))
 DATA_ROOT = Path(os.environ.get("DATA_ROOT", VAR_DIR / "data"))
 # The only server folders a user may name as a dataset source.
 DATA_IMPORT_ROOTS = [Path(p) for p in envlist("DATA_IMPORT_ROOTS", str(VAR_DIR / "samples"), sep=os.pathsep)]
+# Classify-one fetches URLs only from public addresses; these hosts ("host" or "host:port",
+# comma-separated) are let through too, e.g. an image store on the private network.
+CLASSIFY_URL_ALLOWED_HOSTS = envlist("CLASSIFY_URL_ALLOWED_HOSTS", "")
+
+# What one experiment may take, checked on the form before it is queued: a network
+# needing more would only fail on a worker (or starve it). The default suits a CPU worker
+# on this machine; set the smallest training device's memory where workers have GPUs.
+TRAINING_MAX_MEMORY_BYTES = envint("TRAINING_MAX_MEMORY_BYTES", str(psutil.virtual_memory().total // 4))
+TRAINING_MAX_PARAMETERS = envint("TRAINING_MAX_PARAMETERS", "500000000")
+# The most images one evaluation (classify many) takes: a longer list is refused with the figure.
+EVALUATION_MAX_IMAGES = envint("EVALUATION_MAX_IMAGES", "100000")
 
 # XLA's persistent compilation cache: the second run of a network starts at once.
 JAX_CACHE_DIR = Path(os.environ.get("JAX_CACHE_DIR", VAR_DIR / "jax-cache"))
-# A running experiment whose heartbeat is older than this lost its worker; it is resumed
-# from its last snapshot, up to TRAINING_MAX_ATTEMPTS runs in all.
-TRAINING_STALE_SECONDS = envint("TRAINING_STALE_SECONDS", "60")
-TRAINING_MAX_ATTEMPTS = envint("TRAINING_MAX_ATTEMPTS", "3")
+# A running job (a build, an experiment) whose heartbeat is older than this lost its worker
+# (seen from another host; a worker on the same host knows at once); it is queued again to
+# resume, up to JOB_MAX_ATTEMPTS runs in all.
+JOB_STALE_SECONDS = envint("JOB_STALE_SECONDS", "15")
+JOB_MAX_ATTEMPTS = envint("JOB_MAX_ATTEMPTS", "3")
 
 DATABASES = {
     "default": dj_database_url.parse(
@@ -123,6 +141,62 @@ AUTH_USER_MODEL = "accounts.User"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "console"
 LOGOUT_REDIRECT_URL = "login"
+
+# --- Sign-in: the organisation's directory (README, "Single sign-on") ---------------------
+# Passwords first (so a test's force_login and the break-glass superuser use them), then
+# LDAP, then OpenID Connect; each answers no one until its settings below are given.
+AUTHENTICATION_BACKENDS = [
+    "accounts.backends.PasswordBackend",
+    "accounts.ldap.DirectoryLDAPBackend",
+    "accounts.oidc.DirectoryOIDCBackend",
+]
+# LOCAL_LOGIN=0: the platform's own passwords log in superusers only (the break-glass).
+LOCAL_LOGIN = envbool("LOCAL_LOGIN", "1")
+# Refused passwords lock further tries for LOGIN_LOCKOUT_SECONDS, per account and per address.
+LOGIN_FAILURES_PER_ACCOUNT = envint("LOGIN_FAILURES_PER_ACCOUNT", "5")
+LOGIN_FAILURES_PER_ADDRESS = envint("LOGIN_FAILURES_PER_ADDRESS", "20")
+LOGIN_LOCKOUT_SECONDS = envint("LOGIN_LOCKOUT_SECONDS", "300")
+# Who may create teams on /teams/: "everyone" who can log in, or "admins" (superusers) only.
+TEAM_CREATION = os.environ.get("TEAM_CREATION", "everyone")
+if TEAM_CREATION not in ("everyone", "admins"):
+    raise ImproperlyConfigured(f"TEAM_CREATION must be 'everyone' or 'admins', not {TEAM_CREATION!r}")
+
+# OpenID Connect (accounts.oidc): the endpoints come from <issuer>/.well-known/openid-configuration.
+OIDC_ISSUER = os.environ.get("OIDC_ISSUER", "").rstrip("/")
+OIDC_RP_CLIENT_ID = os.environ.get("OIDC_CLIENT_ID", "")
+OIDC_RP_CLIENT_SECRET = os.environ.get("OIDC_CLIENT_SECRET", "")
+OIDC_NAME = os.environ.get("OIDC_NAME", "your organisation")
+OIDC_TEAMS_CLAIM = os.environ.get("OIDC_TEAMS_CLAIM", "groups")
+OIDC_ADMIN_SUFFIX = os.environ.get("OIDC_ADMIN_SUFFIX", ":admin")
+OIDC_USERNAME_CLAIM = os.environ.get("OIDC_USERNAME_CLAIM", "preferred_username")
+OIDC_RP_SCOPES = os.environ.get("OIDC_SCOPES", "openid email profile")
+OIDC_RP_SIGN_ALGO = os.environ.get("OIDC_RP_SIGN_ALGO", "RS256")
+# Explicit endpoints win over discovery, for a provider that publishes none.
+OIDC_OP_AUTHORIZATION_ENDPOINT = os.environ.get("OIDC_OP_AUTHORIZATION_ENDPOINT", "")
+OIDC_OP_TOKEN_ENDPOINT = os.environ.get("OIDC_OP_TOKEN_ENDPOINT", "")
+OIDC_OP_USER_ENDPOINT = os.environ.get("OIDC_OP_USER_ENDPOINT", "")
+OIDC_OP_JWKS_ENDPOINT = os.environ.get("OIDC_OP_JWKS_ENDPOINT", "")
+OIDC_USE_PKCE = True
+OIDC_USE_NONCE = True
+OIDC_TIMEOUT = envint("OIDC_TIMEOUT", "10")
+OIDC_VERIFY_SSL = envbool("OIDC_VERIFY_SSL", "1")
+
+# LDAP (accounts.ldap, django-auth-ldap): a search bind, then a bind as the user.
+LDAP_SERVER_URI = os.environ.get("LDAP_SERVER_URI", "")
+LDAP_BIND_DN = os.environ.get("LDAP_BIND_DN", "")
+LDAP_BIND_PASSWORD = os.environ.get("LDAP_BIND_PASSWORD", "")
+LDAP_START_TLS = envbool("LDAP_START_TLS", "0")
+LDAP_USER_SEARCH_BASE = os.environ.get("LDAP_USER_SEARCH_BASE", "")
+LDAP_USER_FILTER = os.environ.get("LDAP_USER_FILTER", "(uid=%(user)s)")
+LDAP_GROUP_SEARCH_BASE = os.environ.get("LDAP_GROUP_SEARCH_BASE", "")
+LDAP_GROUP_TYPE = os.environ.get("LDAP_GROUP_TYPE", "groupOfNames")
+if LDAP_GROUP_TYPE not in ("groupOfNames", "groupOfUniqueNames", "posixGroup"):
+    raise ImproperlyConfigured(
+        f"LDAP_GROUP_TYPE must be groupOfNames, groupOfUniqueNames or posixGroup, not {LDAP_GROUP_TYPE!r}"
+    )
+LDAP_GROUP_FILTER = os.environ.get("LDAP_GROUP_FILTER", f"(objectClass={LDAP_GROUP_TYPE})")
+LDAP_ADMIN_SUFFIX = os.environ.get("LDAP_ADMIN_SUFFIX", OIDC_ADMIN_SUFFIX)
+LDAP_TIMEOUT = envint("LDAP_TIMEOUT", "10")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -157,12 +231,20 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS_URL],
+            # Each socket's consumer waits for its messages in a 5 s blocking pop
+            # (channels-redis' brpop_timeout), and redis-py reads with a 5 s socket timeout
+            # by default: the read lost that race on every idle socket, which then closed
+            # with 1011. The read must outlast the pop; keepalive still notices a dead Redis.
+            "hosts": [
+                {"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5, "socket_keepalive": True}
+            ],
             "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "asgi"),
         },
     }
 }
 
+# Every worker notices dead and lost jobs (jobs.worker); training workers also own a device.
+RQ = {"WORKER_CLASS": "jobs.worker.Worker"}
 # "datasets" runs on CPU workers; "training" on one worker per GPU.
 RQ_QUEUES = {
     "datasets": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": envint("DATASET_JOB_TIMEOUT", "86400")},
@@ -172,12 +254,36 @@ RQ_QUEUES = {
 # --- API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        # Named, hashed, optionally read-only and expiring tokens (accounts.tokens).
+        "accounts.tokens.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated", "accounts.tokens.ReadOnlyToken"],
+    "DEFAULT_PAGINATION_CLASS": "jobs.pagination.Pagination",
     "PAGE_SIZE": 50,
+    # One error shape for every endpoint: {"detail": "…", "errors": {"field": ["…"]}}.
+    "EXCEPTION_HANDLER": "jobs.api.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "jobs.schema.Schema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Deep Learning Platform API",
+    "DESCRIPTION": "Datasets, experiments and their logs, for scripts. Authenticate with "
+    "`Authorization: Token <key>` (the key is on /accounts/token/) or the browser session. Lists are "
+    "paged (`limit`, `offset`; the answer has the total `count`). Every error answers "
+    '`{"detail": "…", "errors": {"field": ["…"]}}`.',
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Request bodies get components of their own, so that uploads show as files.
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI from the installed drf-spectacular-sidecar: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # The same values in a dataset's words ("Building", "Ready") and a job's.
+    "ENUM_NAME_OVERRIDES": {
+        "DatasetStatusEnum": "datasets.models.Dataset.Status",
+        "JobStatusEnum": "jobs.models.JobStatus",
+    },
 }
 
 # --- Production hardening (checked by `manage.py check --deploy`) ------------------------
@@ -188,11 +294,39 @@ if not DEBUG:
     SECURE_HSTS_SECONDS = envint("DJANGO_HSTS_SECONDS", "0")
     SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", "0")
     SECURE_HSTS_PRELOAD = envbool("DJANGO_HSTS_PRELOAD", "0")
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Only a proxy that sets X-Forwarded-Proto itself, overwriting what the client sent,
+    # may be believed; without one any client could claim HTTPS with that header.
+    if envbool("DJANGO_BEHIND_PROXY", "0"):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Email: password resets ------------------------------------------------------------
+# Without a mail server the messages go to the log, where an administrator can find a
+# reset link, instead of vanishing while the page says they were sent.
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+if EMAIL_HOST:
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_PORT = envint("EMAIL_PORT", "587")
+    EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+    EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+    EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", "1")
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "webmaster@localhost")
+
+
+def _forbidden_in_one_line(record):
+    # A 403 is the access rule refusing someone, not a fault of the code: its traceback
+    # would bury the real errors in the log.
+    if getattr(record, "status_code", None) == 403:
+        record.exc_info = record.exc_text = None
+    return True
+
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"forbidden_in_one_line": {"()": "django.utils.log.CallbackFilter", "callback": _forbidden_in_one_line}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django.request": {"filters": ["forbidden_in_one_line"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }

@@ -1,12 +1,17 @@
 from django.contrib import admin
 
-from datasets.models import Dataset
+from datasets.models import BuildLogLine, Dataset
+from jobs.admin import JobAdmin, JobLogInline
+
+
+class BuildLogInline(JobLogInline):
+    model = BuildLogLine
 
 
 @admin.register(Dataset)
-class DatasetAdmin(admin.ModelAdmin):
+class DatasetAdmin(JobAdmin):
     list_display = ["name", "owner", "team", "visibility", "status", "channels", "width", "height", "created"]
     list_filter = ["status", "visibility", "channels", "resize_mode", "team"]
     search_fields = ["name", "owner__username", "source_folder"]
-    readonly_fields = ["classes", "counts", "skipped", "started", "finished", "progress_done", "progress_total"]
-    date_hierarchy = "created"
+    readonly_fields = ["classes", "counts", "skipped", "progress_done", "progress_total"]
+    inlines = [BuildLogInline]

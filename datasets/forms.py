@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.files.move import file_move_safe
 from django.db import transaction
 
-from accounts.forms import OwnedObjectForm
+from accounts.forms import SETTINGS_FIELDS, OwnedObjectForm, OwnedSettingsForm
 from datasets import archives, imaging, lists, rules, sources
 from datasets.models import Dataset
 
@@ -116,6 +116,7 @@ class DatasetForm(OwnedObjectForm):
         widgets = {"max_per_class": forms.NumberInput(attrs={"placeholder": "no maximum"})}
 
     def __init__(self, *args, clone_source=None, **kwargs):
+        self.clone_source = clone_source  # before the visibility choices are offered
         super().__init__(*args, **kwargs)
         # Fields a script (or an older form) may leave out fall back to the model's defaults.
         for name in ("source_type", "channels", "resize_mode", "val_percent", "test_percent", "seed",
@@ -137,7 +138,6 @@ class DatasetForm(OwnedObjectForm):
         self.fields["min_per_class"].widget.attrs.update(min=1)
         self.fields["max_per_class"].widget.attrs.update(min=1)
         self.fields["archive"].widget.attrs.update(accept=".zip,.tar.gz,.tgz,.tar,.tar.bz2,.tar.xz")
-        self.clone_source = clone_source
         if clone_source is not None:
             self.fields["clone_of"].initial = clone_source.pk
             self.fields[
@@ -146,6 +146,9 @@ class DatasetForm(OwnedObjectForm):
                 f"Leave empty to use the images uploaded for “{clone_source.name}”, or upload another archive."
             )
         self.inspection = None  # of the uploaded archive, once checked
+
+    def sharing_sources(self):
+        return [(self.clone_source, "a clone of it")]
 
     # --- One field at a time ----------------------------------------------------------------
     def _default(self, name):
@@ -388,7 +391,7 @@ class DatasetForm(OwnedObjectForm):
                 shutil.rmtree(dataset.upload_dir, ignore_errors=True)
                 raise
             dataset.save()
-            dataset.enqueue_build()
+            dataset.submit()
         return dataset
 
     def _store_uploads(self, dataset):
@@ -418,12 +421,18 @@ class DatasetForm(OwnedObjectForm):
                     setattr(dataset, field, str(folder / stored_name))
 
 
-class DatasetSettingsForm(OwnedObjectForm):
+class DatasetSettingsForm(OwnedSettingsForm):
     """What may change after the build: the name and who sees it."""
 
     class Meta:
         model = Dataset
-        fields = ["name", "visibility", "team"]
+        fields = SETTINGS_FIELDS
+
+    def sharing_sources(self):
+        return [(self.instance.cloned_from, "a clone of it")]
+
+    def made_from_this(self):
+        return [*self.instance.experiments.select_related("team"), *self.instance.clones.select_related("team")]
 
 
 class _FieldError(Exception):

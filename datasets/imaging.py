@@ -219,27 +219,33 @@ def _centre_spans(length: int, target: int) -> tuple[slice, slice]:
     return slice(0, length), slice(start, start + length)
 
 
-def scan_class_folders(root: str | os.PathLike[str]) -> tuple[list[str], list[tuple[str, int]]]:
+def scan_class_folders(
+    root: str | os.PathLike[str], skipped: list[tuple[str, str]] | None = None
+) -> tuple[list[str], list[tuple[str, int]]]:
     """Find the classes (sorted subfolder names) and (path, label) of every image under them.
 
     Images are looked for recursively inside each class folder.  Hidden entries and symbolic links
-    are skipped, so nothing outside root is ever read.
+    are left out, so nothing outside root is ever read, and so are files that are not images;
+    `skipped`, when given, gets each of them as (its path, why).
     """
     root = Path(root)
     if not root.exists():
         raise ImagingError(f"folder {root} does not exist")
     if not root.is_dir():
         raise ImagingError(f"{root} is not a folder")
-    class_dirs = sorted(
-        (entry for entry in _visible_entries(root) if entry.is_dir(follow_symlinks=False)),
-        key=lambda entry: entry.name,
-    )
+    class_dirs = []
+    for entry in _visible_entries(root, skipped):
+        if entry.is_dir(follow_symlinks=False):
+            class_dirs.append(entry)
+        elif skipped is not None:
+            skipped.append((entry.path, "not in a class folder"))
+    class_dirs.sort(key=lambda entry: entry.name)
     if not class_dirs:
         raise ImagingError(f"folder {root} has no class subfolders (expected one subfolder per class)")
     classes: list[str] = []
     items: list[tuple[str, int]] = []
     for label, class_dir in enumerate(class_dirs):
-        paths = sorted(_image_files(class_dir.path))
+        paths = sorted(_image_files(class_dir.path, skipped))
         if not paths:
             raise ImagingError(f"class folder '{class_dir.name}' contains no images")
         classes.append(class_dir.name)
@@ -247,21 +253,38 @@ def scan_class_folders(root: str | os.PathLike[str]) -> tuple[list[str], list[tu
     return classes, items
 
 
-def _visible_entries(folder: str | os.PathLike[str]) -> list[os.DirEntry[str]]:
+def _visible_entries(folder, skipped=None) -> list[os.DirEntry[str]]:
     try:
         with os.scandir(folder) as entries:
-            return [e for e in entries if not e.name.startswith(".") and not e.is_symlink()]
+            entries = list(entries)
     except OSError as exc:
         raise ImagingError(f"cannot read folder {folder}: {exc.strerror or exc}") from exc
+    visible = []
+    for entry in entries:
+        why = (
+            "hidden (its name starts with a dot)"
+            if entry.name.startswith(".")
+            else "a symbolic link, not followed"
+            if entry.is_symlink()
+            else ""
+        )
+        if not why:
+            visible.append(entry)
+        elif skipped is not None:
+            skipped.append((entry.path, why))
+    return visible
 
 
-def _image_files(folder: str) -> Iterator[str]:
-    for entry in _visible_entries(folder):
+def _image_files(folder: str, skipped=None) -> Iterator[str]:
+    for entry in _visible_entries(folder, skipped):
         if entry.is_dir(follow_symlinks=False):
-            yield from _image_files(entry.path)
+            yield from _image_files(entry.path, skipped)
         elif is_image_name(entry.name) and entry.is_file(follow_symlinks=False):
             # Regular files only: opening a FIFO or a device named x.png would hang or read forever.
             yield entry.path
+        elif skipped is not None:
+            why = "not a regular file" if is_image_name(entry.name) else "not an image (by its name)"
+            skipped.append((entry.path, why))
 
 
 def is_image_name(name: str) -> bool:
@@ -523,8 +546,21 @@ def pool_context() -> BaseContext:
     # forkserver: its workers keep the server's liveness pipe open, so after a SIGKILL of the
     # build the server and its workers would wait for each other forever; spawned workers are
     # our own children and die with us.
-    threaded = threading.active_count() > 1 or "jax" in sys.modules
+    threaded = threading.active_count() > 1 or _jax_started()
     return get_context("spawn" if threaded else "fork")
+
+
+def _jax_started() -> bool:
+    # Importing JAX starts no thread (an RQ worker imports it with the URLs); its runtime's
+    # threads start with its first backend. Anything unexpected counts as started.
+    if "jax" not in sys.modules:
+        return False
+    try:
+        from jax._src import xla_bridge
+
+        return xla_bridge.backends_are_initialized()
+    except Exception:
+        return True
 
 
 def _init_pool_worker(parent_pid: int) -> None:
@@ -574,6 +610,46 @@ def _decode_chunk(paths: list[str], load: dict, encoding: str, want_sum: bool) -
     pixel_sum = images.sum(axis=0, dtype=np.uint32) if want_sum else None
     payload = images if encoding == "raw" else [encode_image(image, encoding) for image in images]
     return payload, pixel_sum, failures
+
+
+class DecodePool:
+    """The build's decoding processes for a caller that uses the images as they come (an
+    evaluation classifying one batch while the next ones decode), with the same preprocessing.
+
+    Start it before JAX is imported and before any thread: its workers are then forked in
+    milliseconds (pool_context), rather than spawned in a second or so.
+    """
+
+    def __init__(self, *, width: int, height: int, channels: int, resize_mode: str, workers: int | None = None):
+        _check_geometry(width, height, channels, resize_mode)
+        self.load = {"width": width, "height": height, "channels": channels, "resize_mode": resize_mode}
+        self.workers = workers or os.cpu_count() or 1
+        Image.preinit()
+        self.start_method = pool_context().get_start_method()
+        self._pool = ProcessPoolExecutor(
+            self.workers, mp_context=pool_context(), initializer=_init_pool_worker, initargs=(os.getpid(),)
+        )
+        self._pool.submit(int).result()  # the workers exist from here on
+
+    def __enter__(self) -> DecodePool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown(cancel_futures=True)
+
+    def batches(self, paths: Sequence[str], batch_size: int) -> Iterator[tuple[np.ndarray, list[tuple[int, str]]]]:
+        """(the decoded images, (index in the batch, reason) of the files that failed) per
+        `batch_size` paths, in order, with a few batches decoding ahead."""
+        in_flight: deque[Future] = deque()
+        for start in range(0, len(paths), batch_size):
+            chunk = list(paths[start : start + batch_size])
+            in_flight.append(self._pool.submit(_decode_chunk, chunk, self.load, "raw", False))
+            if len(in_flight) >= 2 * self.workers:
+                images, _, failures = in_flight.popleft().result()
+                yield images, failures
+        for future in in_flight:
+            images, _, failures = future.result()
+            yield images, failures
 
 
 def encode_image(pixels: np.ndarray, encoding: str = "png") -> bytes:

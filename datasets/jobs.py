@@ -10,15 +10,12 @@ import os
 import shutil
 import time
 
-import django_rq
-from django.utils import timezone
-from redis.exceptions import RedisError
-from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
+from rq import get_current_job
 
 from datasets import archives, imaging, lists, rules, sources
 from datasets.models import Dataset
 from jobs.events import broadcast
+from jobs.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +24,18 @@ PROGRESS_EVERY_SECONDS = 0.5
 
 def build(dataset_id):
     dataset = Dataset.objects.filter(pk=dataset_id).first()
-    if dataset is None or not dataset.claim():
+    rq_job = get_current_job()
+    if dataset is None or not dataset.claim(rq_job.id if rq_job else None):
         log.info("dataset %s: not queued (deleted or claimed by another run); nothing to do", dataset_id)
         return
-    broadcast(dataset.group_name, {"type": "status", "status": Dataset.Status.RUNNING, "error": ""})
-    build_log = BuildLog(dataset)
+    # An earlier attempt killed mid-build may have left its staging folders.
+    dataset.remove_partial_files()
+    with Heartbeat(dataset):
+        _build(dataset)
 
+
+def _build(dataset):
+    build_log = BuildLog(dataset)
     try:
         if dataset.source_type == Dataset.SourceType.ARCHIVE:
             _extract(dataset, build_log)
@@ -45,7 +48,9 @@ def build(dataset_id):
         for note in plan.notes:
             build_log.write(note)
         if plan.skipped:
-            build_log.write(f"{len(plan.skipped):,} list entries left out before decoding; see Failed entries.")
+            build_log.write(
+                f"{len(plan.skipped):,} files and list entries left out before decoding; see Failed entries."
+            )
         workers = os.cpu_count() or 1
         build_log.write(
             f"Decoding and resizing to {dataset.width}×{dataset.height} {dataset.get_channels_display().lower()} "
@@ -69,13 +74,13 @@ def build(dataset_id):
             workers=workers,
         )
     except imaging.ImagingError as exc:
-        build_log.write(f"Failed: {exc}")
-        fail(dataset, str(exc))
+        build_log.write(f"Failed: {exc}", level="error")
+        dataset.finish(Dataset.Status.FAILED, str(exc))
         return
     except Exception as exc:
-        log.exception("dataset %s: build crashed", dataset_id)
-        build_log.write(f"Failed with an internal error: {exc}")
-        fail(dataset, f"The build stopped with an internal error: {exc}")
+        log.exception("dataset %s: build crashed", dataset.pk)
+        build_log.write(f"Failed with an internal error: {exc}", level="error")
+        dataset.finish(Dataset.Status.FAILED, f"The build stopped with an internal error: {exc}")
         raise
 
     seconds = time.monotonic() - started
@@ -85,17 +90,15 @@ def build(dataset_id):
         f"Done: {result.total_images:,} images in {seconds:.1f} s ({result.total_images / max(seconds, 1e-9):,.0f} "
         f"images/s), {result.stored_bytes / 1e6:,.1f} MB stored."
     )
-    Dataset.objects.filter(pk=dataset_id, status=Dataset.Status.RUNNING).update(
-        status=Dataset.Status.DONE,
+    Dataset.objects.filter(pk=dataset.pk, status=Dataset.Status.RUNNING).update(
         classes=result.classes,
         counts=result.counts,
         skipped=[list(item) for item in plan.skipped + result.skipped],
         stored_bytes=result.stored_bytes,
         progress_done=plan.total,
         progress_total=plan.total,
-        finished=timezone.now(),
     )
-    broadcast(dataset.group_name, {"type": "status", "status": Dataset.Status.DONE, "error": ""})
+    dataset.finish(Dataset.Status.DONE, message="Ready")
 
 
 _SPLIT_WORDS = (("train", "Training"), ("val", "Validation"), ("test", "Test"))
@@ -199,48 +202,11 @@ class Progress:
 
 
 class BuildLog:
-    """The build's log: lines stamped with the time since the start, kept on the row and sent live."""
+    """The build's log: lines stamped with the time since the start, kept as log rows and sent live."""
 
     def __init__(self, dataset):
         self.dataset = dataset
         self.started = time.monotonic()
-        self.lines = []
 
-    def write(self, message):
-        line = f"[{time.monotonic() - self.started:6.1f} s] {message}"
-        self.lines.append(line)
-        Dataset.objects.filter(pk=self.dataset.pk).update(log="\n".join(self.lines))
-        # The whole log each time: a page that missed a line (reconnecting) is whole again.
-        broadcast(self.dataset.group_name, {"type": "log", "text": "\n".join(self.lines)})
-
-
-def fail(dataset, reason):
-    """Mark the build failed and remove what it wrote; uploaded images stay for a clone to use."""
-    if not dataset.mark_failed(reason):
-        return
-    shutil.rmtree(dataset.directory, ignore_errors=True)
-    for leftover in dataset.directory.parent.glob(f".{dataset.pk}.partial-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-    shutil.rmtree(dataset.upload_dir / ".images.partial", ignore_errors=True)
-    broadcast(dataset.group_name, {"type": "status", "status": Dataset.Status.FAILED, "error": reason})
-
-
-def on_failure(job, connection, exc_type, exc_value, traceback):
-    """RQ calls this when the job raised or timed out (not when its work-horse was killed: see
-    Dataset.check_job): the row must not stay "running"."""
-    dataset = Dataset.objects.filter(pk=job.args[0]).first()
-    if dataset is not None:
-        fail(dataset, f"The build job died: {exc_value or exc_type}")
-
-
-def job_is_dead(job_id, *, running):
-    """Whether the RQ job of a queued or running build has ended without the build ending."""
-    try:
-        status = Job.fetch(job_id, connection=django_rq.get_connection("datasets")).get_status()
-    except NoSuchJobError:
-        # Gone from Redis: lost with a flushed Redis, or expired long after it died.  A queued
-        # row may simply not be enqueued yet (that happens when its transaction commits).
-        return running
-    except RedisError:
-        return False  # cannot tell; ask again later
-    return status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
+    def write(self, message, level="info"):
+        self.dataset.log(f"[{time.monotonic() - self.started:6.1f} s] {message}", level)

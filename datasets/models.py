@@ -1,14 +1,12 @@
 import shutil
 from pathlib import Path
 
-import django_rq
 from django.conf import settings
-from django.db import models, transaction
+from django.db import models
 from django.urls import reverse
-from django.utils import timezone
-from rq import Callback
 
 from accounts.access import Owned, OwnedQuerySet
+from jobs.models import Job, JobLogLine, JobStatus
 
 SPLITS = ("train", "val", "test")
 SPLIT_NAMES = {"train": "Training", "val": "Validation", "test": "Test"}
@@ -20,12 +18,18 @@ class DatasetQuerySet(OwnedQuerySet):
         return self.filter(status=Dataset.Status.DONE, encoding=Dataset.Encoding.RAW)
 
 
-class Dataset(Owned):
+class Dataset(Owned, Job):
     class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Building"
-        DONE = "done", "Ready"
-        FAILED = "failed", "Failed"
+        # The values of jobs.models.JobStatus, in a dataset's words.
+        QUEUED = JobStatus.QUEUED, "Queued"
+        RUNNING = JobStatus.RUNNING, "Building"
+        DONE = JobStatus.DONE, "Ready"
+        FAILED = JobStatus.FAILED, "Failed"
+        ABORTED = JobStatus.ABORTED, "Aborted"
+
+    job_function = "datasets.jobs.build"
+    default_queue = "datasets"
+    group_prefix = "dataset"
 
     class ImageType(models.IntegerChoices):
         GRAYSCALE = 1, "Grayscale"
@@ -76,7 +80,6 @@ class Dataset(Owned):
     encoding = models.CharField(max_length=10, choices=Encoding.choices, default=Encoding.RAW)
 
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    error = models.TextField(blank=True)
     progress_done = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(default=0)
     classes = models.JSONField(default=list, blank=True)
@@ -84,13 +87,7 @@ class Dataset(Owned):
     counts = models.JSONField(default=dict, blank=True)
     # [[file, reason], ...] of what the build left out.
     skipped = models.JSONField(default=list, blank=True)
-    log = models.TextField(blank=True)
     stored_bytes = models.BigIntegerField(default=0)
-    job_id = models.CharField(max_length=100, blank=True)
-
-    created = models.DateTimeField(default=timezone.now)
-    started = models.DateTimeField(null=True, blank=True)
-    finished = models.DateTimeField(null=True, blank=True)
 
     objects = DatasetQuerySet.as_manager()
 
@@ -113,20 +110,12 @@ class Dataset(Owned):
         return Path(settings.DATA_ROOT) / "uploads" / str(self.pk)
 
     @property
-    def group_name(self):
-        return f"dataset-{self.pk}"
-
-    @property
     def is_usable(self):
         return self.status == self.Status.DONE
 
     @property
     def is_trainable(self):
         return self.is_usable and self.encoding == self.Encoding.RAW
-
-    @property
-    def is_finished(self):
-        return self.status in (self.Status.DONE, self.Status.FAILED)
 
     @property
     def image_shape(self):
@@ -196,20 +185,6 @@ class Dataset(Owned):
         """Where an uploaded archive's class folders are extracted to."""
         return self.upload_dir / "images"
 
-    def enqueue_build(self):
-        # The job id comes from the row, so that the row can always find its job again (check_job).
-        # The job is queued once the row is committed, so that the worker finds the row.
-        self.job_id = f"dataset-build-{self.pk}"
-        Dataset.objects.filter(pk=self.pk).update(job_id=self.job_id)
-        pk, job_id = self.pk, self.job_id
-
-        def enqueue():
-            django_rq.get_queue("datasets").enqueue(
-                "datasets.jobs.build", pk, job_id=job_id, on_failure=Callback("datasets.jobs.on_failure")
-            )
-
-        transaction.on_commit(enqueue)
-
     def delete_with_files(self):
         """Delete the row, then its files: a refused delete (experiments use it) keeps both."""
         folders = [self.directory, self.upload_dir, *self.directory.parent.glob(f".{self.pk}.partial-*")]
@@ -217,34 +192,31 @@ class Dataset(Owned):
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)
 
-    # --- Job state changes: each claims the row with a filtered update. -------------------
-    def claim(self):
-        """Queued → running. False when another run got there first."""
-        claimed = Dataset.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
-            status=self.Status.RUNNING, started=timezone.now(), error=""
-        )
-        return claimed == 1
+    # --- The job lifecycle (jobs.models.Job), as a build refines it ------------------------
+    def finish(self, status, error="", message=None):
+        """A build that did not finish leaves nothing behind that looks usable; uploaded
+        images stay, for a clone or a retry to use."""
+        finished = super().finish(status, error, message)
+        if finished and status != self.Status.DONE:
+            self.remove_partial_files()
+        return finished
 
-    def mark_failed(self, reason):
-        """Queued or running → failed. False when the build had already ended."""
-        failed = Dataset.objects.filter(pk=self.pk, status__in=[self.Status.QUEUED, self.Status.RUNNING]).update(
-            status=self.Status.FAILED, error=reason, finished=timezone.now()
-        )
-        return failed == 1
+    def remove_partial_files(self):
+        shutil.rmtree(self.directory, ignore_errors=True)
+        for leftover in self.directory.parent.glob(f".{self.pk}.partial-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        shutil.rmtree(self.upload_dir / ".images.partial", ignore_errors=True)
 
-    def check_job(self):
-        """Fail a build whose job died without saying so, and say whether it did.
+    def resume_note(self):
+        return "building again from the start"
 
-        RQ 3 runs a job's on_failure callback when the job raises or times out, but not when its
-        work-horse is killed (kill -9, the OOM killer): the worker then only marks the job failed
-        in Redis.  The row would stay "Building" forever, so whoever looks at it asks Redis.
-        """
-        if self.status not in (self.Status.QUEUED, self.Status.RUNNING) or not self.job_id:
-            return False
-        from datasets import jobs
+    @property
+    def log_text(self):
+        return "\n".join(line.message for line in self.log_lines.all())
 
-        if not jobs.job_is_dead(self.job_id, running=self.status == self.Status.RUNNING):
-            return False
-        jobs.fail(self, "The build stopped without finishing: its worker was killed (out of memory?).")
-        self.refresh_from_db()
-        return True
+
+class BuildLogLine(JobLogLine):
+    dataset = models.ForeignKey(Dataset, models.CASCADE, related_name="log_lines")
+
+    class Meta:
+        ordering = ["dataset", "created", "pk"]

@@ -19,17 +19,25 @@ def resolve_import_path(value, *, allowed=()):
     """The real path of a server path a user named, if it lies under an import root (or one of
     `allowed`, such as the dataset's own uploads).
 
-    A relative path is taken relative to each import root in turn.  Symlinks are resolved
-    before the check, so a link cannot lead outside the roots.
+    A relative path is taken relative to each import root in turn: the first root where it
+    exists wins, and when it exists under none, the first root's is returned for the caller to
+    report missing.  Symlinks are resolved before the check, so a link cannot lead outside the
+    roots.
     """
     roots = import_roots()
     inside = roots + [Path(folder).resolve() for folder in allowed]
     raw = Path(str(value).strip()).expanduser()
     candidates = [raw] if raw.is_absolute() else [root / raw for root in roots]
-    for candidate in candidates:
-        real = candidate.resolve()
-        if any(real == root or real.is_relative_to(root) for root in inside):
-            return real
+    try:
+        allowed_paths = [
+            real
+            for real in (candidate.resolve() for candidate in candidates)
+            if any(real == root or real.is_relative_to(root) for root in inside)
+        ]
+        if allowed_paths:
+            return next((real for real in allowed_paths if real.exists()), allowed_paths[0])
+    except OSError as exc:  # a name longer than the filesystem takes, say
+        raise ImagingError(f"This path cannot be used: {exc.strerror}.") from None
     shown = ", ".join(str(root) for root in roots) or "(none configured)"
     raise ImagingError(f"This path is outside the import folders. Allowed: {shown}.")
 

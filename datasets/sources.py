@@ -63,19 +63,24 @@ def plan_folders(
 ) -> Plan:
     """Classes are the training folder's subfolders.  Validation and test images come from folders
     of their own with (some of) the same class subfolders, or are carved from training by percentage."""
-    all_classes, items = scan_class_folders(train_root)
+    junk: list[tuple[str, str]] = []  # beside the images: hidden files, links, notes
+    all_classes, items = scan_class_folders(train_root, junk)
     classes, items, notes = limit_per_class(all_classes, items, min_per_class, max_per_class, seed)
     held: dict[str, Items] = {}
     for split, root in (("val", val_root), ("test", test_root)):
         if root is not None:
-            names, found = scan_class_folders(root)
+            names, found = scan_class_folders(root, junk)
             unknown = [name for name in names if name not in all_classes]
             if unknown:
                 raise ImagingError(
                     f"The {_PURPOSE[split]} folder has classes the training folder has not: {_listing(unknown)}."
                 )
             held[split] = _relabel(split, [(path, names[label]) for path, label in found], classes, notes)
-    return _assemble(classes, items, held, val_percent, test_percent, seed, notes=notes)
+    # Shown as the build shows the files it could not read: from the folders' common parent.
+    folders = [str(root) for root in (train_root, val_root, test_root) if root is not None]
+    shown_from = os.path.commonpath(folders) if len(folders) > 1 else folders[0]
+    skipped = sorted((os.path.relpath(path, shown_from), why) for path, why in junk)
+    return _assemble(classes, items, held, val_percent, test_percent, seed, notes=notes, skipped=skipped)
 
 
 def plan_lists(

@@ -5,12 +5,14 @@ import os
 import numpy as np
 from django.contrib import messages
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.db.models import ProtectedError
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from PIL import Image, ImageOps
 
+from accounts import audit
 from accounts.access import can_edit, get_editable_or_404, get_visible_or_404
 from datasets import imaging, rules
 from datasets.forms import MAX_SIDE, DatasetForm, DatasetSettingsForm, candidate_folders
@@ -56,7 +58,6 @@ def clone_initial(source):
 
 def dataset_detail(request, pk, settings_form=None):
     dataset = get_visible_or_404(Dataset.objects.select_related("owner", "team", "cloned_from"), request.user, pk=pk)
-    dataset.check_job()
     editable = can_edit(request.user, dataset)
     experiments = dataset.experiments.visible_to(request.user)
     cloned_from = dataset.cloned_from
@@ -95,7 +96,9 @@ def dataset_delete(request, pk):
         messages.error(request, "This dataset is being built; delete it once the build has finished.")
         return redirect(dataset)
     try:
-        dataset.delete_with_files()
+        with transaction.atomic():
+            audit.record(audit.Action.DELETED, user=request.user, obj=dataset, request=request)
+            dataset.delete_with_files()
     except ProtectedError:
         messages.error(request, in_use_message(dataset, request.user))
         return redirect(dataset)

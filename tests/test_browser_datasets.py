@@ -51,7 +51,7 @@ def test_upload_a_zip_watch_it_build_and_explore_it(platform_server, tmp_path, m
         expect(page.locator("#status")).to_have_text("Ready", timeout=120_000)
         progress = [e for e in events if e.get("type") == "progress" and e.get("total")]
         assert progress and progress[-1]["done"] == progress[-1]["total"] == 120, progress
-        assert any(e.get("type") == "log" and "Extracted 120 images" in e.get("text", "") for e in events)
+        assert any(e.get("type") == "log" and "Extracted 120 images" in e.get("message", "") for e in events)
         expect(page.locator("#build-log")).to_contain_text("Done: 120 images")
         assert page.evaluate("Chart.getChart('chart-train').data.datasets[0].data.length") == 3
         expect(page.locator("#mean-image")).to_be_visible()

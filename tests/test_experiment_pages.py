@@ -42,7 +42,8 @@ def test_a_sweep_page_is_for_those_who_may_see_it(client, alice, bob, charlie, t
 
 
 def test_options_reach_the_experiment_as_the_engine_takes_them(client, alice):
-    dataset = make_dataset(alice, width=32, height=32)
+    # 200 images: 3 steps of 64 per epoch, so that half an epoch is at least one step.
+    dataset = make_dataset(alice, width=32, height=32, counts={"train": [100, 100], "val": [10, 10]})
     client.force_login(alice)
     client.post(
         reverse("experiment-new"),
@@ -56,9 +57,9 @@ def test_options_reach_the_experiment_as_the_engine_takes_them(client, alice):
     assert experiment.options["augmentation"]["crop_size"] == 28
     assert experiment.options["early_stopping"] == "val_loss"
 
-    from training.jobs import train_config
+    from training import config as training_config
 
-    config = train_config(experiment)
+    config = training_config.from_experiment(experiment)
     config.validate()
     assert (config.batch_accumulation, config.val_interval, config.augmentation.flip) == (2, 0.5, "fliplr")
 

@@ -225,6 +225,35 @@ def test_schedules_import_without_jax():
     assert out.stdout.strip() == "False"
 
 
+def test_the_training_configuration_imports_and_checks_without_jax():
+    # The form, the job, classify and the exports all read an experiment through it.
+    code = (
+        "import sys; from training import config; from types import SimpleNamespace as Row;"
+        "c = config.from_experiment(Row(network='custom', network_spec='layers: []', epochs=2, batch_size=8,"
+        " learning_rate=0.1, solver='adam', seed=1, options={'lr_policy': {'policy': 'step'},"
+        " 'augmentation': {'flip': 'fliplr'}, 'val_interval': 0.5}));"
+        "c.validate(); assert (c.solver, c.lr_policy.policy, c.augmentation.flip, c.val_interval)"
+        " == ('adam', 'step', 'fliplr', 0.5);"
+        "assert dict(config.SOLVER_CHOICES)['adam'] == 'Adam' and 'sigmoid' in dict(config.POLICY_CHOICES);"
+        "print('jax' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_unknown_options_of_an_experiment_are_refused():
+    from types import SimpleNamespace
+
+    from training import config
+
+    row = SimpleNamespace(
+        network="lenet", network_spec="", epochs=1, batch_size=8, learning_rate=0.1, solver="sgd", seed=0,
+        options={"warmup": 3},
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="Unknown training options: warmup"):
+        config.from_experiment(row)
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [

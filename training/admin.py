@@ -1,6 +1,7 @@
 from django.contrib import admin
 
-from training.models import EpochMetric, Experiment, Snapshot
+from jobs.admin import JobAdmin, JobLogInline
+from training.models import EpochMetric, Experiment, Export, ExportLogLine, LogLine, Snapshot
 
 
 class EpochMetricInline(admin.TabularInline):
@@ -11,14 +12,17 @@ class EpochMetricInline(admin.TabularInline):
     readonly_fields = fields
 
 
+class LogLineInline(JobLogInline):
+    model = LogLine
+
+
 @admin.register(Experiment)
-class ExperimentAdmin(admin.ModelAdmin):
+class ExperimentAdmin(JobAdmin):
     list_display = ["name", "owner", "team", "dataset", "network", "solver", "status", "device", "created"]
     list_filter = ["status", "network", "solver", "visibility", "team"]
     search_fields = ["name", "owner__username", "dataset__name"]
-    readonly_fields = ["started", "finished", "device"]
-    date_hierarchy = "created"
-    inlines = [EpochMetricInline]
+    readonly_fields = ["device", "progress", "hardware"]
+    inlines = [EpochMetricInline, LogLineInline]
 
 
 @admin.register(EpochMetric)
@@ -32,3 +36,18 @@ class EpochMetricAdmin(admin.ModelAdmin):
 class SnapshotAdmin(admin.ModelAdmin):
     list_display = ["experiment", "epoch", "path", "created"]
     search_fields = ["experiment__name"]
+
+
+class ExportLogInline(JobLogInline):
+    model = ExportLogLine
+
+
+@admin.register(Export)
+class ExportAdmin(JobAdmin):
+    list_display = ["id", "experiment", "snapshot_epoch", "format", "status", "size_bytes", "created"]
+    list_filter = ["status", "format"]
+    list_select_related = ["experiment"]
+    search_fields = ["experiment__name"]
+    raw_id_fields = ["experiment", "snapshot"]
+    readonly_fields = ["path", "size_bytes"]
+    inlines = [ExportLogInline]

@@ -13,85 +13,11 @@ Rotations fill the corners with 0, which after mean subtraction is the mean.
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import numbers
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-MEANS = ("none", "image", "pixel")
-FLIPS = ("none", "fliplr", "flipud", "fliplrud")
-# DIGITS' "quadrilateral rotation" choices -> the quarter turns each may draw.
-QUAD_ROTATIONS = {"none": (0,), "rot90": (0, 1, 3), "rot180": (0, 2), "rotall": (0, 1, 2, 3)}
-
-
-@dataclasses.dataclass(frozen=True)
-class Augmentation:
-    """What happens to images on their way into the network; DIGITS' names and defaults.
-
-    Frozen so it can be a static argument of the jitted steps.
-    """
-
-    use_mean: str = "image"  # subtract the dataset's mean "image", its per-channel mean "pixel", or "none"
-    crop_size: int | None = None  # square crop: random in training, centre otherwise; the network's input size
-    flip: str = "none"  # random "fliplr" (horizontal), "flipud" (vertical), "fliplrud" (each independently)
-    quad_rot: str = "none"  # random quarter turns: "rot90" (0/90/270), "rot180" (0/180), "rotall"
-    rotation: float = 0.0  # random rotation, uniform in ± this many degrees (bilinear)
-    noise: float = 0.0  # standard deviation of added Gaussian noise
-    hsv: bool = False  # random hue/saturation/value shifts (colour images only)
-    hsv_h: float = 0.02  # standard deviations of those shifts
-    hsv_s: float = 0.04
-    hsv_v: float = 0.06
-
-    @property
-    def is_random(self) -> bool:
-        """Whether the training transform differs from ``eval_transform``."""
-        return bool(
-            self.crop_size is not None
-            or self.flip != "none"
-            or self.quad_rot != "none"
-            or self.rotation
-            or self.noise
-            or self.hsv
-        )
-
-    def input_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
-        """The (height, width, channels) the network receives for dataset images of ``image_shape``."""
-        if self.crop_size is None:
-            return tuple(image_shape)
-        return (self.crop_size, self.crop_size, image_shape[2])
-
-    def validate(self, image_shape: tuple[int, int, int] | None = None) -> None:
-        """Raise ValueError with a user-facing message for the first bad field."""
-        if self.use_mean not in MEANS:
-            raise ValueError(f'Mean subtraction must be one of {", ".join(MEANS)}; got "{self.use_mean}".')
-        if self.crop_size is not None:
-            if not _is_int(self.crop_size) or self.crop_size < 1:
-                raise ValueError(f"Crop size must be a whole number of at least 1; got {self.crop_size!r}.")
-            if image_shape is not None and self.crop_size > min(image_shape[:2]):
-                raise ValueError(
-                    f"Crop size {self.crop_size} is larger than the images ({image_shape[0]}x{image_shape[1]})."
-                )
-        if self.flip not in FLIPS:
-            raise ValueError(f'Flipping must be one of {", ".join(FLIPS)}; got "{self.flip}".')
-        if self.quad_rot not in QUAD_ROTATIONS:
-            raise ValueError(
-                f'Quarter-turn rotation must be one of {", ".join(QUAD_ROTATIONS)}; got "{self.quad_rot}".'
-            )
-        if image_shape is not None and self.quad_rot in ("rot90", "rotall"):
-            height, width, _ = self.input_shape(image_shape)
-            if height != width:
-                raise ValueError(
-                    f"90-degree rotations need square images (or a crop size); these are {height}x{width}."
-                )
-        _check(self.rotation, "Rotation", 0, 180)
-        _check(self.noise, "Noise", 0, 1)
-        if not isinstance(self.hsv, bool):
-            raise ValueError(f"HSV shifting must be true or false; got {self.hsv!r}.")
-        for name in ("hsv_h", "hsv_s", "hsv_v"):
-            _check(getattr(self, name), f"HSV {name[-1].upper()} shift", 0, 0.5)
+from training.config import FLIPS, MEANS, QUAD_ROTATIONS, Augmentation  # noqa: F401  (re-exported)
 
 
 def preprocess(x, mean):
@@ -273,14 +199,3 @@ def hsv_to_rgb(hsv):
 
 def _per_image(flags):
     return flags[:, None, None, None]
-
-
-def _check(value, name: str, low: float, high: float) -> None:
-    if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)):
-        raise ValueError(f"{name} must be a number from {low:g} to {high:g}; got {value!r}.")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be a number from {low:g} to {high:g}; got {value!r}.")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -16,7 +16,8 @@ class ExperimentConsumer(GroupConsumer):
 
     async def receive_json(self, content):
         after = content.get("after_epoch")
-        if not isinstance(after, int):
+        # Epochs can be fractional (validations within an epoch); true and false are not numbers here.
+        if isinstance(after, bool) or not isinstance(after, int | float):
             return
         for event in await database_sync_to_async(self._since)(after):
             await self.send_json(event)
@@ -25,5 +26,11 @@ class ExperimentConsumer(GroupConsumer):
         rows = EpochMetric.objects.filter(experiment_id=self.object.pk, epoch__gt=after).order_by("epoch")
         events = [row.as_event() for row in rows]
         experiment = Experiment.objects.get(pk=self.object.pk)
-        events.append({"type": "status", "status": experiment.status, "error": experiment.error})
+        events.append(experiment.status_event())
+        # Each snapshot's latest export per format: the page compares it with what it shows
+        # and fetches only the cells that changed.
+        latest = {}
+        for export in experiment.exports.filter(snapshot__isnull=False):
+            latest.setdefault((export.snapshot_id, export.format), export)
+        events.extend(export.experiment_event() for export in latest.values())
         return events

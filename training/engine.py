@@ -27,7 +27,6 @@ import io
 import math
 import numbers
 import os
-import re
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
@@ -41,13 +40,18 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from models.networks import NETWORKS, build_network
-from training import augment, schedules, solvers
-from training.augment import Augmentation, preprocess  # noqa: F401  (re-exported for callers)
-from training.schedules import LRPolicy, learning_rate_curve  # noqa: F401  (re-exported for callers)
-
-SOLVERS = solvers.SOLVERS
-EARLY_STOPPING = ("val_loss", "val_accuracy")
+from models.networks import NETWORKS, build_network  # noqa: F401  (NETWORKS re-exported for callers)
+from training import augment, schedules, series, solvers
+from training.augment import preprocess  # noqa: F401  (re-exported for callers)
+from training.config import (  # noqa: F401  (the configuration's home; re-exported for callers)
+    EARLY_STOPPING,
+    SOLVERS,
+    Augmentation,
+    LRPolicy,
+    TrainConfig,
+    interval_problem,
+)
+from training.schedules import learning_rate_curve  # noqa: F401  (re-exported for callers)
 
 # Keep a split in accelerator memory when it takes at most this share of it;
 # bigger splits are gathered on the host batch by batch instead.
@@ -63,97 +67,9 @@ PREFETCH_DEPTH = 2
 PREDICT_BATCH = 256
 CHECKPOINT_FORMAT = 1
 
-# As models.networks reads it: a bare word is a network name, anything else spec text.
-_NETWORK_NAME = re.compile(r"[\w.-]+")
-
 
 class TrainingError(RuntimeError):
     """Training cannot go on; the message is written for the end user."""
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """One experiment's settings, with DIGITS' (Caffe's) defaults."""
-
-    network: str | Mapping = "lenet"  # a standard name, or a spec (YAML/JSON text or mapping)
-    epochs: int = 5
-    batch_size: int = 64
-    learning_rate: float = 0.01  # the base rate the policy scales
-    solver: str = "sgd"  # one of SOLVERS
-    momentum: float = 0.9  # sgd and nesterov
-    seed: int = 0  # weights, shuffles, augmentation and dropout all follow from it
-    weight_decay: float | None = None  # None: DIGITS' learning_rate / 100; L2 except adamw (decoupled)
-    rms_decay: float = 0.99  # rmsprop
-    adadelta_decay: float = 0.9  # adadelta (Caffe's momentum, which DIGITS set to 0.9)
-    adam_beta1: float = 0.9  # adam, adamw (Caffe's momentum)
-    adam_beta2: float = 0.999  # adam, adamw (Caffe's momentum2)
-    delta: float = 1e-8  # adagrad, rmsprop, adadelta, adam, adamw: Caffe's numerical-stability term
-    lr_policy: LRPolicy = dataclasses.field(default_factory=LRPolicy)
-    batch_accumulation: int = 1  # batches averaged into one update (Caffe's iter_size)
-    shuffle: bool = True  # a fresh order every epoch; off: the dataset's order every epoch
-    val_interval: float = 1.0  # validate every this many epochs (0.5: twice an epoch); 0: only at the end
-    snapshot_interval: float = 1.0  # snapshot every this many epochs; 0: only at the end
-    early_stopping: str | None = None  # None, "val_loss" or "val_accuracy"
-    patience: int = 5  # validations in a row without improvement before early stopping
-    augmentation: Augmentation = dataclasses.field(default_factory=Augmentation)
-
-    @property
-    def resolved_weight_decay(self) -> float:
-        return self.learning_rate / 100.0 if self.weight_decay is None else float(self.weight_decay)
-
-    def validate(self) -> None:
-        """Raise ValueError with a user-facing message for the first bad field."""
-        # A bare name must be a known one; a spec (text or mapping) is for build_network to judge.
-        name = self.network.strip() if isinstance(self.network, str) else None
-        if name is not None and _NETWORK_NAME.fullmatch(name) and name not in NETWORKS:
-            known = ", ".join(sorted(NETWORKS))
-            raise ValueError(f'Unknown network "{self.network}". Available networks: {known}.')
-        if not _is_real(self.learning_rate) or not math.isfinite(self.learning_rate) or self.learning_rate <= 0:
-            raise ValueError(f"Learning rate must be a finite number greater than 0; got {self.learning_rate!r}.")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
-            raise ValueError(f"Batch size must be a whole number of at least 1; got {self.batch_size!r}.")
-        if not _is_int(self.epochs) or self.epochs < 1:
-            raise ValueError(f"Number of epochs must be a whole number of at least 1; got {self.epochs!r}.")
-        if self.solver not in SOLVERS:
-            raise ValueError(f'Unknown solver "{self.solver}". Available solvers: {", ".join(SOLVERS)}.')
-        for name, label in (
-            ("momentum", "Momentum"),
-            ("rms_decay", "RMS decay"),
-            ("adadelta_decay", "AdaDelta decay"),
-            ("adam_beta1", "Adam beta1"),
-            ("adam_beta2", "Adam beta2"),
-        ):
-            value = getattr(self, name)
-            if not _is_real(value) or not 0 <= value < 1:
-                raise ValueError(f"{label} must be a number from 0 up to (not including) 1; got {value!r}.")
-        if self.weight_decay is not None and not (
-            _is_real(self.weight_decay) and math.isfinite(self.weight_decay) and self.weight_decay >= 0
-        ):
-            raise ValueError(f"Weight decay must be a number of at least 0; got {self.weight_decay!r}.")
-        if not _is_real(self.delta) or not 0 < self.delta < 1:
-            raise ValueError(f"Delta must be a small number greater than 0; got {self.delta!r}.")
-        if not _is_int(self.seed):
-            raise ValueError(f"Seed must be a whole number; got {self.seed!r}.")
-        if not isinstance(self.lr_policy, LRPolicy):
-            raise ValueError("The learning rate policy must be an LRPolicy.")
-        self.lr_policy.validate()
-        if not _is_int(self.batch_accumulation) or self.batch_accumulation < 1:
-            raise ValueError(
-                f"Batch accumulation must be a whole number of at least 1; got {self.batch_accumulation!r}."
-            )
-        if not isinstance(self.shuffle, bool):
-            raise ValueError(f"Shuffle must be true or false; got {self.shuffle!r}.")
-        for name, label in (("val_interval", "Validation interval"), ("snapshot_interval", "Snapshot interval")):
-            value = getattr(self, name)
-            if not _is_real(value) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{label} must be a number of epochs of at least 0; got {value!r}.")
-        if self.early_stopping not in (None, *EARLY_STOPPING):
-            raise ValueError(f'Early stopping watches "val_loss" or "val_accuracy"; got {self.early_stopping!r}.')
-        if not _is_int(self.patience) or self.patience < 1:
-            raise ValueError(f"Patience must be a whole number of at least 1; got {self.patience!r}.")
-        if not isinstance(self.augmentation, Augmentation):
-            raise ValueError("The data transformations must be an Augmentation.")
-        self.augmentation.validate()
 
 
 @dataclasses.dataclass
@@ -247,7 +163,7 @@ class _TrainState(NamedTuple):
 # Cached so repeated fits with equal settings share the compiled steps.
 @functools.lru_cache(maxsize=16)
 def _compiled_steps(train_def, eval_def, tx, augmentation: Augmentation, call_takes_rngs: bool, replicated):
-    def train_step(state: _TrainState, rng, x_src, y_src, order, mean) -> _TrainState:
+    def train_step(state: _TrainState, rng, x_src, y_src, order, mean) -> tuple[_TrainState, jax.Array]:
         idx = order[state.step % order.shape[0]]
         # Step k's randomness is a function of (run key, k) alone, so a resumed run
         # draws what the uninterrupted one would have.
@@ -266,16 +182,19 @@ def _compiled_steps(train_def, eval_def, tx, augmentation: Augmentation, call_ta
             # module that keeps an nnx.Rngs stream instead advances it in `rest`.
             logits = model(x, rngs=dropout_key) if call_takes_rngs else model(x)
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-            return loss, nnx.split(model, nnx.Param, ...)[2]  # new BatchNorm statistics, RNG counts
+            accuracy = jnp.mean(logits.argmax(axis=-1) == y)
+            return loss, (nnx.split(model, nnx.Param, ...)[2], accuracy)  # new BatchNorm statistics, RNG counts
 
-        (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (loss, (rest, accuracy)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new = _TrainState(params, rest, opt_state, state.step + 1, state.loss_sum + loss)
         if replicated is not None:
             # Data parallel: the batch is split across devices, the state stays whole on each.
             new = jax.lax.with_sharding_constraint(new, replicated)
-        return new
+        # The batch's loss and accuracy, for the curve at iteration resolution; not donated,
+        # so it can wait on the device until the host asks for a window of them.
+        return new, jnp.stack([loss, accuracy.astype(loss.dtype)])
 
     def eval_step(params, rest, sums, x_src, y_src, idx, valid, mean):
         model = nnx.merge(eval_def, params, rest)
@@ -286,6 +205,11 @@ def _compiled_steps(train_def, eval_def, tx, augmentation: Augmentation, call_ta
         return sums + jnp.stack([jnp.sum(jnp.where(valid, losses, 0.0)), jnp.sum(correct & valid)])
 
     return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step, donate_argnums=2)
+
+
+@jax.jit
+def _window_mean(points: list[jax.Array]) -> jax.Array:
+    return jnp.mean(jnp.stack(points), axis=0)
 
 
 @functools.partial(jax.jit, static_argnames="augmentation")
@@ -301,9 +225,10 @@ def fit(
     config: TrainConfig,
     *,
     on_epoch: Callable[[dict], None] | None = None,
-    on_validation: Callable[[int | float, float, float], None] | None = None,
+    on_validation: Callable[[int | float, float, float, float, float], None] | None = None,
     on_progress: Callable[[int, int, int, float], None] | None = None,
     on_snapshot: Callable[[int | float, bytes], None] | None = None,
+    on_steps: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     resume_from: bytes | None = None,
     pretrained: bytes | None = None,
@@ -320,11 +245,19 @@ def fit(
       validation), learning_rate (of the epoch's last update),
       images_per_second (training steps only; the first epoch's includes
       compilation) and seconds (the whole epoch up to this call).
-    - ``on_validation(epoch, val_loss, val_accuracy)`` after every validation,
-      the epoch-end ones included; ``epoch`` is an int at an epoch boundary and
-      a float (e.g. 1.5) within one.
+    - ``on_validation(epoch, val_loss, val_accuracy, images_per_second, seconds)``
+      after every validation, the epoch-end ones included; ``epoch`` is an int at
+      an epoch boundary and a float (e.g. 1.5) within one; images_per_second and
+      seconds as on_epoch's, for the part of the epoch trained so far.
     - ``on_progress(epoch, step, steps_per_epoch, images_per_second)`` after
-      the first step and then at most every PROGRESS_SECONDS.
+      the first step and then at most every PROGRESS_SECONDS; ``epoch`` counts
+      from 1 (the epoch in progress), ``step`` the batches done of it.
+    - ``on_steps(steps, losses, accuracies, times)``: the training curve at
+      iteration resolution, one point every ``series.step_interval`` batches
+      (the mean loss and accuracy of those batches, at the step that ended
+      them, with the Unix time it was taken), handed over in arrays with each
+      on_progress, before each validation and at the end: the device is asked
+      for them once per report, never once per step.
     - ``on_snapshot(epoch, checkpoint_bytes)`` every ``snapshot_interval``
       epochs, at the end, and once more when stopping between snapshots;
       ``epoch`` as in on_validation. Never called with non-finite weights.
@@ -361,6 +294,11 @@ def fit(
     n_train = len(data.train_x)
     batch_size = min(config.batch_size, n_train)  # a split smaller than a batch trains as one batch
     steps = schedules.steps_per_epoch(n_train, config.batch_size)
+    for name in ("val_interval", "snapshot_interval"):
+        problem = interval_problem(config, name, steps)
+        if problem:
+            raise ValueError(problem)
+    schedules.check_rates(config, steps)
     total_updates = schedules.total_updates(steps, config.epochs, config.batch_accumulation)
     schedule = config.lr_policy.schedule(config.learning_rate, total_updates)
     tx = solvers.make(
@@ -576,7 +514,7 @@ class _Every:
     epoch ends, fractions on the batch where that fraction of the epoch is done."""
 
     def __init__(self, interval: float, steps_per_epoch: int, *, after: int):
-        self.interval, self.steps, self.k = interval, steps_per_epoch, 0
+        self.interval, self.steps = interval, steps_per_epoch
         self.next = self._at(1)
         self.due(after)
 
@@ -590,9 +528,18 @@ class _Every:
         """Whether an event fell in the batches up to ``g`` since the last call."""
         if g < self.next:
             return False
-        while self.next <= g:
-            self.k += 1
-            self.next = self._at(self.k + 1)
+        per_event = self.interval * self.steps  # batches
+        if per_event <= 1:
+            self.next = g + 1  # one or more events in every batch
+            return True
+        # The next event after g, computed rather than counted up to: a resume deep into
+        # a run would otherwise walk every event in between.
+        k = max(1, math.floor(g / per_event))
+        while self._at(k) <= g:
+            k += 1
+        while k > 1 and self._at(k - 1) > g:
+            k -= 1
+        self.next = self._at(k)
         return True
 
 

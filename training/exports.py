@@ -7,19 +7,20 @@ import zipfile
 
 from django.utils import timezone
 
-from training.models import Experiment
-
 
 def network_spec_text(experiment):
-    if experiment.network == Experiment.Network.CUSTOM:
+    if experiment.is_custom:
         return experiment.network_spec
     from models.networks import standard_spec_text
 
     return standard_spec_text(experiment.network, experiment.dataset.image_shape)
 
 
-def snapshot_archive(snapshot):
-    """A zip in memory (snapshots of the networks here are megabytes, not gigabytes)."""
+def snapshot_archive(snapshot, *, with_dataset):
+    """A zip in memory (snapshots of the networks here are megabytes, not gigabytes).
+
+    Without `with_dataset` (a viewer who may not see the experiment's dataset) it leaves out
+    what belongs to the dataset: its name, its labels and its mean image."""
     experiment = snapshot.experiment
     dataset = experiment.dataset
     augmentation = experiment.options.get("augmentation", {})
@@ -34,7 +35,7 @@ def snapshot_archive(snapshot):
     }
     info = {
         "experiment": experiment.name,
-        "dataset": dataset.name,
+        "dataset": dataset.name if with_dataset else None,
         "network": experiment.network,
         "epoch": snapshot.epoch,
         "val_loss": snapshot.val_loss,
@@ -45,11 +46,12 @@ def snapshot_archive(snapshot):
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.write(snapshot.path, "snapshot.ckpt")
         archive.writestr("network.yaml", network_spec_text(experiment))
-        archive.writestr("labels.txt", "\n".join(dataset.classes) + "\n")
+        if with_dataset:
+            archive.writestr("labels.txt", "\n".join(dataset.classes) + "\n")
         archive.writestr("preprocessing.json", json.dumps(preprocessing, indent=2))
         archive.writestr("info.json", json.dumps(info, indent=2))
         mean = dataset.directory / "mean.npy"
-        if mean.exists():
+        if with_dataset and mean.exists():
             archive.write(mean, "mean.npy")
         archive.writestr(
             "README.txt",

@@ -1,19 +1,37 @@
+import io
 import itertools
 import math
 
 from django import forms
+from django.conf import settings
 from django.db import transaction
+from redis.exceptions import RedisError
 
 from accounts.access import teams_for
+from accounts.forms import SETTINGS_FIELDS, OwnedSettingsForm, check_sharing
 from accounts.models import Visibility
 from datasets.grouping import grouped_choices
 from datasets.models import Dataset
-from training import schedules
+from training import fetch, schedules
+from training.config import (
+    CUSTOM,
+    EARLY_STOPPING_CHOICES,
+    EXPORT_FORMAT_CHOICES,
+    POLICY_CHOICES,
+    SOLVER_CHOICES,
+    SOLVERS,
+    from_options,
+    interval_problem,
+    network_choices,
+)
 from training.models import Experiment, Snapshot, Sweep
 
 MAX_SWEEP = 16
+# The columns are PositiveIntegerField: 2**31 - 1 fits them on every database, and a seed
+# below 2**32 is what jax.random.key takes.
+MAX_SEED = 2**31 - 1
+MAX_KEEP_SNAPSHOTS = 10_000
 
-NETWORK_CHOICES = Experiment.Network.choices
 FLIP_CHOICES = [
     ("none", "None"),
     ("fliplr", "Horizontal"),
@@ -27,16 +45,6 @@ QUAD_ROT_CHOICES = [
     ("rotall", "0, 90, 180 or 270 degrees"),
 ]
 MEAN_CHOICES = [("image", "Image"), ("pixel", "Pixel"), ("none", "None")]
-POLICY_CHOICES = [
-    ("fixed", "Fixed"),
-    ("step", "Step down"),
-    ("multistep", "Step down (arbitrary steps)"),
-    ("exp", "Exponential decay"),
-    ("inv", "Inverse decay"),
-    ("poly", "Polynomial decay"),
-    ("sigmoid", "Sigmoid decay"),
-]
-EARLY_STOPPING_CHOICES = [("", "Off"), ("val_loss", "Validation loss"), ("val_accuracy", "Validation accuracy")]
 
 # Form field → LRPolicy field; the names say which policy each belongs to.
 POLICY_FIELDS = [
@@ -54,6 +62,19 @@ POLICY_FIELDS = [
 SOLVER_FIELDS = ["momentum", "weight_decay", "rms_decay", "adadelta_decay", "adam_beta1", "adam_beta2", "delta"]
 RUN_FIELDS = ["batch_accumulation", "shuffle", "val_interval", "snapshot_interval", "early_stopping", "patience"]
 AUGMENTATION_FIELDS = ["use_mean", "crop_size", "flip", "quad_rot", "rotation", "noise", "hsv"]
+
+
+# The policies whose gamma > 1 makes the rate grow over the run: that field is to blame
+# when it grows out of range.
+GROWING_GAMMA = {"step": "step_gamma", "multistep": "multistep_gamma", "exp": "exp_gamma"}
+
+
+def _count(n):
+    return f"{n / 1e6:.0f} M" if n >= 10**7 else f"{n / 1e6:.1f} M" if n >= 10**6 else f"{n:,}"
+
+
+def _size(n):
+    return f"{n / 1e9:.1f} GB" if n >= 10**9 else f"{n / 1e6:.0f} MB"
 
 
 def parse_values(text, kind, label):
@@ -81,7 +102,7 @@ class ExperimentForm(forms.Form):
 
     name = forms.CharField(max_length=200)
     dataset = forms.TypedChoiceField(coerce=int)
-    network = forms.ChoiceField(choices=NETWORK_CHOICES, initial="lenet")
+    network = forms.ChoiceField(choices=network_choices, initial="lenet")
     network_spec = forms.CharField(
         required=False,
         label="Custom network",
@@ -105,9 +126,11 @@ class ExperimentForm(forms.Form):
         min_value=1, max_value=256, initial=1, help_text="Batches averaged into one update."
     )
     shuffle = forms.BooleanField(required=False, initial=True, help_text="A new order every epoch.")
-    seed = forms.IntegerField(min_value=0, initial=0, help_text="Same seed, data and settings: the same run.")
+    seed = forms.IntegerField(
+        min_value=0, max_value=MAX_SEED, initial=0, help_text="Same seed, data and settings: the same run."
+    )
 
-    solver = forms.ChoiceField(choices=Experiment.Solver.choices, initial="sgd")
+    solver = forms.ChoiceField(choices=SOLVER_CHOICES, initial="sgd")
     learning_rates = forms.CharField(
         label="Base learning rate", initial="0.01", help_text="Several values separated by commas create a sweep."
     )
@@ -148,13 +171,21 @@ class ExperimentForm(forms.Form):
     )
     snapshot_interval = forms.FloatField(initial=1, min_value=0, label="Snapshot interval (epochs)")
     keep_snapshots = forms.IntegerField(
-        initial=3, min_value=0, label="Keep snapshots", help_text="The newest this many, and the best. 0 keeps all."
+        initial=3,
+        min_value=0,
+        max_value=MAX_KEEP_SNAPSHOTS,
+        label="Keep snapshots",
+        help_text="The newest this many, and the best. 0 keeps all.",
     )
     early_stopping = forms.ChoiceField(choices=EARLY_STOPPING_CHOICES, required=False, label="Early stopping on")
     patience = forms.IntegerField(initial=5, min_value=1, help_text="Validations without improvement.")
 
     queue = forms.ChoiceField(label="Run on", initial="training")
-    visibility = forms.ChoiceField(choices=Visibility.choices, initial=Visibility.PRIVATE)
+    visibility = forms.ChoiceField(
+        choices=Visibility.choices,
+        initial=Visibility.PRIVATE,
+        help_text="Who may see it: no more people than may see its dataset and its pretrained weights.",
+    )
     team = forms.ModelChoiceField(queryset=None, required=False, empty_label="— no team —")
 
     sections = [
@@ -180,7 +211,13 @@ class ExperimentForm(forms.Form):
             "experiment"
         )
         self.fields["pretrained"].label_from_instance = lambda s: f"{s.experiment.name} — epoch {s.epoch_label}"
-        self.fields["queue"].choices = workers.worker_device_choices()
+        try:
+            self.fields["queue"].choices = workers.worker_device_choices()
+            self.queues_paused = False
+        except RedisError:
+            # Redis knows the devices; without it the experiment waits for the next free one.
+            self.fields["queue"].choices = [(workers.SHARED_QUEUE, workers.SHARED_LABEL)]
+            self.queues_paused = True
         self.fields["team"].queryset = teams_for(user)
 
     # --- Field checks: each error lands next to the field that caused it. --------------
@@ -211,8 +248,8 @@ class ExperimentForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
-        if cleaned.get("visibility") == Visibility.TEAM and not cleaned.get("team"):
-            self.add_error("team", "Choose the team that may see it, or make it private.")
+        dataset = cleaned.get("dataset") if isinstance(cleaned.get("dataset"), Dataset) else None
+        check_sharing(self, cleaned, experiment_sources(dataset, cleaned.get("pretrained")))
         rates, sizes = cleaned.get("learning_rates"), cleaned.get("batch_sizes")
         if rates and sizes and len(rates) * len(sizes) > MAX_SWEEP:
             self.add_error("learning_rates", f"A sweep may have at most {MAX_SWEEP} combinations.")
@@ -224,7 +261,7 @@ class ExperimentForm(forms.Form):
             self.add_error("batch_sizes", f"At most the {dataset.train_count} images of the dataset's training split.")
             return cleaned
         network = self.network_for_engine()
-        if cleaned.get("network") == Experiment.Network.CUSTOM and not cleaned.get("network_spec", "").strip():
+        if cleaned.get("network") == CUSTOM and not cleaned.get("network_spec", "").strip():
             self.add_error("network_spec", "Write the custom network here, or press Customize to start from one.")
             return cleaned
         self._check_with_engine(dataset, network)
@@ -245,7 +282,7 @@ class ExperimentForm(forms.Form):
         input_shape = configs[0].augmentation.input_shape(dataset.image_shape)
         problem = check_input(network, input_shape, len(dataset.classes))
         if problem:
-            field = "network_spec" if self.cleaned_data["network"] == Experiment.Network.CUSTOM else "network"
+            field = "network_spec" if self.cleaned_data["network"] == CUSTOM else "network"
             self.add_error(field, problem)
             return
         for config in configs:
@@ -254,10 +291,58 @@ class ExperimentForm(forms.Form):
             except ValueError as exc:
                 self.add_error(None, str(exc))
                 return
+        self._check_run(dataset, configs)
+        if not self.errors:
+            self._check_memory(configs, input_shape, len(dataset.classes))
+
+    def _check_run(self, dataset, configs):
+        """What needs the steps per epoch, as the engine checks it again: intervals of at
+        least one step, and a learning rate that stays computable over the whole run."""
+        for config in configs:
+            steps = schedules.steps_per_epoch(dataset.train_count, config.batch_size)
+            for name in ("val_interval", "snapshot_interval"):
+                problem = interval_problem(config, name, steps)
+                if problem:
+                    self.add_error(name, problem)
+                    return
+            try:
+                schedules.check_rates(config, steps)
+            except ValueError as exc:
+                gamma = GROWING_GAMMA.get(config.lr_policy.policy)
+                self.add_error(gamma if gamma and getattr(config.lr_policy, gamma) > 1 else "learning_rates", str(exc))
+                return
+
+    def _check_memory(self, configs, input_shape, num_classes):
+        """Refuse before the queue what a worker could not hold: the caps are the
+        installation's (TRAINING_MAX_PARAMETERS, TRAINING_MAX_MEMORY_BYTES)."""
+        from models.networks import estimate_memory
+        from training import solvers
+
+        config = max(configs, key=lambda c: c.batch_size)  # the largest batch of a sweep needs the most
+        slots = solvers.state_slots(
+            config.solver, momentum=config.momentum, batch_accumulation=config.batch_accumulation
+        )
+        estimate = estimate_memory(
+            config.network, input_shape, num_classes, batch_size=config.batch_size, optimizer_slots=slots
+        )
+        field = "network_spec" if self.cleaned_data["network"] == CUSTOM else "network"
+        if estimate.parameters > settings.TRAINING_MAX_PARAMETERS:
+            self.add_error(
+                field,
+                f"This network has {_count(estimate.parameters)} parameters; this installation allows at most "
+                f"{_count(settings.TRAINING_MAX_PARAMETERS)}.",
+            )
+        elif estimate.bytes > settings.TRAINING_MAX_MEMORY_BYTES:
+            self.add_error(
+                field,
+                f"This network needs about {_size(estimate.bytes)} ({_count(estimate.parameters)} parameters, "
+                f"{SOLVERS[config.solver]}) at batch size {config.batch_size}; this installation "
+                f"allows {_size(settings.TRAINING_MAX_MEMORY_BYTES)}.",
+            )
 
     # --- What the form makes ----------------------------------------------------------
     def network_for_engine(self):
-        if self.cleaned_data.get("network") == Experiment.Network.CUSTOM:
+        if self.cleaned_data.get("network") == CUSTOM:
             return self.cleaned_data.get("network_spec", "")
         return self.cleaned_data.get("network")
 
@@ -271,23 +356,17 @@ class ExperimentForm(forms.Form):
         return options
 
     def train_configs(self):
-        from training import engine
-
+        """The TrainConfig of each experiment this form creates, made as the job makes it."""
         data = self.cleaned_data
-        options = self.options()
-        lr_policy = engine.LRPolicy(**options.pop("lr_policy"))
-        augmentation = engine.Augmentation(**options.pop("augmentation"))
         return [
-            engine.TrainConfig(
+            from_options(
                 network=self.network_for_engine(),
                 epochs=data["epochs"],
                 batch_size=size,
                 learning_rate=rate,
                 solver=data["solver"],
                 seed=data["seed"],
-                lr_policy=lr_policy,
-                augmentation=augmentation,
-                **options,
+                options=self.options(),
             )
             for rate, size in itertools.product(data["learning_rates"], data["batch_sizes"])
         ]
@@ -311,7 +390,7 @@ class ExperimentForm(forms.Form):
                 dataset=data["dataset"],
                 sweep=sweep,
                 network=data["network"],
-                network_spec=data["network_spec"] if data["network"] == Experiment.Network.CUSTOM else "",
+                network_spec=data["network_spec"] if data["network"] == CUSTOM else "",
                 pretrained=data["pretrained"],
                 epochs=data["epochs"],
                 batch_size=size,
@@ -323,10 +402,38 @@ class ExperimentForm(forms.Form):
                 queue=data["queue"],
                 **shared,
             )
-            experiment.log_status("Queued")
-            experiment.enqueue_training()
+            experiment.submit()
             experiments.append(experiment)
         return sweep, experiments
+
+
+def experiment_sources(dataset, pretrained):
+    """What an experiment is made from, for the sharing rule: its dataset, and the experiment
+    whose snapshot it starts from."""
+    return [(dataset, "an experiment on it"), (pretrained and pretrained.experiment, "a fine-tune of its snapshots")]
+
+
+def sharing_of(datasets, snapshots):
+    """{"datasets": {id: [visibility, team id]}, "snapshots": {...}}: what the form's script
+    needs to offer only the visibilities the chosen dataset and weights allow."""
+    return {
+        "datasets": {d.pk: [d.visibility, d.team_id] for d in datasets},
+        "snapshots": {s.pk: [s.experiment.visibility, s.experiment.team_id] for s in snapshots},
+    }
+
+
+class ExperimentSettingsForm(OwnedSettingsForm):
+    """An experiment's name and who sees it, under the same rule as when it was made."""
+
+    class Meta:
+        model = Experiment
+        fields = SETTINGS_FIELDS
+
+    def sharing_sources(self):
+        return experiment_sources(self.instance.dataset, self.instance.pretrained)
+
+    def made_from_this(self):
+        return list(Experiment.objects.filter(pretrained__experiment=self.instance).select_related("team"))
 
 
 def initial_from(experiment):
@@ -361,13 +468,77 @@ def initial_from(experiment):
 
 
 class ClassifyForm(forms.Form):
-    image = forms.FileField(help_text="Any common format, any size, color or gray.")
-    snapshot = forms.ModelChoiceField(queryset=None, empty_label=None)
+    """One image, uploaded or fetched from a URL, and what to show about it. The page and
+    the API both use it; a URL is fetched while cleaning, so its refusal lands on it."""
 
-    def __init__(self, *args, snapshots, **kwargs):
+    image = forms.FileField(required=False, help_text="Any common format, any size, color or gray.")
+    url = forms.CharField(
+        label="or the URL of an online image",
+        required=False,
+        max_length=2000,
+        widget=forms.URLInput(attrs={"placeholder": "https://…"}),
+    )
+    snapshot = forms.ModelChoiceField(queryset=None, empty_label=None)
+    layers = forms.BooleanField(label="Show layers", required=False)
+    tiles = forms.BooleanField(required=False)  # the API asks; the page always draws them
+    saliency = forms.BooleanField(label="Saliency", required=False)
+    saliency_class = forms.CharField(label="Saliency also for", required=False)
+
+    def __init__(self, *args, snapshots, classes=(), **kwargs):
         super().__init__(*args, **kwargs)
+        self.classes = list(classes)
         self.fields["snapshot"].queryset = snapshots
         self.fields["snapshot"].label_from_instance = lambda s: f"Epoch {s.epoch_label}"
+        choices = [("", "only the top class")] + [(label, label) for label in self.classes]
+        self.fields["saliency_class"].widget = forms.Select(choices=choices)
+
+    def clean_saliency_class(self):
+        """The class index: a label, or else an index (a script may know either)."""
+        value = str(self.cleaned_data["saliency_class"]).strip()
+        if value == "":
+            return None
+        if value in self.classes:
+            return self.classes.index(value)
+        if value.isdigit() and int(value) < len(self.classes):
+            return int(value)
+        shown = ", ".join(self.classes[:10]) + (", …" if len(self.classes) > 10 else "")
+        raise forms.ValidationError(
+            f"There is no class “{value}”. Give one of the labels ({shown}) or an index from 0 to "
+            f"{len(self.classes) - 1}."
+        )
+
+    def clean(self):
+        cleaned = super().clean()
+        image, url = cleaned.get("image"), cleaned.get("url")
+        if "url" in self.errors or "image" in self.errors:
+            return cleaned
+        if image and url:
+            self.add_error("url", "Give an image file or a URL, not both.")
+        elif not image and not url:
+            self.add_error("image", "Choose an image file, or give the URL of one.")
+        elif url:
+            try:
+                cleaned["image"] = io.BytesIO(fetch.fetch(url, url_limits()))
+            except fetch.FetchError as exc:
+                self.add_error("url", str(exc))
+        return cleaned
+
+    @property
+    def image_field(self):
+        """The field a bad image is the fault of."""
+        return "url" if self.cleaned_data.get("url") else "image"
+
+
+def url_limits():
+    """How far the server goes for a URL to classify; an installation may change it."""
+    defaults = fetch.Limits()
+    return fetch.Limits(
+        max_bytes=getattr(settings, "CLASSIFY_URL_MAX_BYTES", defaults.max_bytes),
+        connect_timeout=getattr(settings, "CLASSIFY_URL_CONNECT_TIMEOUT", defaults.connect_timeout),
+        total_timeout=getattr(settings, "CLASSIFY_URL_TIMEOUT", defaults.total_timeout),
+        max_redirects=defaults.max_redirects,
+        allowed_hosts=tuple(getattr(settings, "CLASSIFY_URL_ALLOWED_HOSTS", ())),
+    )
 
 
 def data_with_defaults(data):
@@ -391,3 +562,9 @@ def data_with_defaults(data):
             value = ",".join(str(v) for v in value)
         merged[key] = value
     return merged
+
+
+class ExportForm(forms.Form):
+    """Which format to export a snapshot as: the page's buttons and the API submit it."""
+
+    format = forms.ChoiceField(choices=EXPORT_FORMAT_CHOICES)

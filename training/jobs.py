@@ -6,33 +6,31 @@ parent process: forking after JAX has started its threads deadlocks, and the GPU
 released when the work-horse exits.
 """
 
-import dataclasses
 import logging
 import os
-import threading
 import time
 
 import numpy as np
 from django.conf import settings
-from django.db import close_old_connections, connection
-from django.utils import timezone
+from rq import get_current_job
 
 from jobs.events import broadcast
+from jobs.heartbeat import Heartbeat
+from training import config as training_config
 from training import devices
 from training.models import EpochMetric, Experiment, LogLine, Snapshot
 
 log = logging.getLogger(__name__)
 
 ABORT_CHECK_SECONDS = 0.5
-HEARTBEAT_SECONDS = 5.0
 
 
 def train(experiment_id):
     experiment = Experiment.objects.select_related("dataset", "pretrained").filter(pk=experiment_id).first()
-    if experiment is None or not experiment.claim():
+    rq_job = get_current_job()
+    if experiment is None or not experiment.claim(rq_job.id if rq_job else None):
         log.info("experiment %s: not queued (deleted, aborted or claimed elsewhere); nothing to do", experiment_id)
         return
-    _send_status(experiment)
 
     import jax
 
@@ -42,11 +40,11 @@ def train(experiment_id):
     accelerators = jax.devices()
     Experiment.objects.filter(pk=experiment.pk).update(device=describe_devices(accelerators))
     run = Run(experiment)
-    heartbeat = Heartbeat(experiment.pk)
+    heartbeat = HardwareHeartbeat(experiment)
     heartbeat.start()
     try:
         data = load_arrays(experiment.dataset)
-        config = train_config(experiment)
+        config = training_config.from_experiment(experiment)
         config.validate()
         resume_from = run.latest_checkpoint()
         pretrained = None
@@ -57,7 +55,7 @@ def train(experiment_id):
             source = experiment.pretrained
             run.log(f"Starting from the weights of {source.experiment} at epoch {source.epoch_label}.")
         run.log(
-            f"Training {experiment.get_network_display()} on {len(data.train_y)} images, validating on "
+            f"Training {experiment.network_title} on {len(data.train_y)} images, validating on "
             f"{len(data.val_y)}, on {describe_devices(accelerators)}."
         )
         result = engine.fit(
@@ -85,7 +83,11 @@ def train(experiment_id):
     if result.reinitialized:
         run.log("Not taken from the pretrained weights (new for this dataset): " + ", ".join(result.reinitialized))
     if result.stopped:
-        run.log("Aborted; the last snapshot keeps where it stopped, so it can be resumed.")
+        run.log(
+            "Aborted; the last snapshot keeps where it stopped, so it can be resumed."
+            if experiment.snapshots.exists()
+            else "Aborted before the first snapshot, so there is nothing to resume from."
+        )
         _finish(experiment, Experiment.Status.ABORTED)
     elif result.early_stopped and result.epochs_completed < experiment.epochs:
         message = f"Stopped early after epoch {result.epochs_completed}: validation stopped improving."
@@ -94,31 +96,6 @@ def train(experiment_id):
     else:
         run.log("Training finished.")
         _finish(experiment, Experiment.Status.DONE)
-
-
-def train_config(experiment):
-    """The engine's TrainConfig from the row: columns plus the form's options."""
-    from training import engine
-
-    options = dict(experiment.options)
-    lr_policy = engine.LRPolicy(**options.pop("lr_policy", {}))
-    augmentation = engine.Augmentation(**options.pop("augmentation", {}))
-    known = {field.name for field in dataclasses.fields(engine.TrainConfig)}
-    unknown = set(options) - known
-    if unknown:
-        raise ValueError(f"Unknown training options: {', '.join(sorted(unknown))}.")
-    network = experiment.network_spec if experiment.network == Experiment.Network.CUSTOM else experiment.network
-    return engine.TrainConfig(
-        network=network,
-        epochs=experiment.epochs,
-        batch_size=experiment.batch_size,
-        learning_rate=experiment.learning_rate,
-        solver=experiment.solver,
-        seed=experiment.seed,
-        lr_policy=lr_policy,
-        augmentation=augmentation,
-        **options,
-    )
 
 
 class Run:
@@ -280,58 +257,17 @@ def abort_checker(experiment_id):
     return should_stop
 
 
-class Heartbeat(threading.Thread):
-    """Beats while the job runs, whatever the training loop is doing (a long compile
-    included), and samples the devices for the hardware panel. A stale heartbeat is how
-    a dead worker is told from a slow one."""
+class HardwareHeartbeat(Heartbeat):
+    """The job's heartbeat also samples its devices for the hardware panel."""
 
-    def __init__(self, experiment_id):
-        super().__init__(name=f"heartbeat-{experiment_id}", daemon=True)
-        self.experiment_id = experiment_id
-        self.stopped = threading.Event()
-
-    def run(self):
-        try:
-            while not self.stopped.is_set():
-                self.beat()
-                self.stopped.wait(HEARTBEAT_SECONDS)
-        finally:
-            connection.close()
-
-    def beat(self):
+    def extra_fields(self):
         # The GPUs this worker was given (CUDA_VISIBLE_DEVICES), numbered as NVML does.
-        hardware = devices.sample(os.getpid())
-        try:
-            close_old_connections()
-            Experiment.objects.filter(pk=self.experiment_id, status=Experiment.Status.RUNNING).update(
-                heartbeat=timezone.now(), hardware=hardware
-            )
-        except Exception:
-            log.exception("experiment %s: heartbeat failed", self.experiment_id)
-            return
-        broadcast(f"experiment-{self.experiment_id}", {"type": "hardware", **hardware})
+        self.hardware = devices.sample(os.getpid())
+        return {"hardware": self.hardware}
 
-    def stop(self):
-        self.stopped.set()
-        self.join(timeout=HEARTBEAT_SECONDS * 2)
+    def beaten(self):
+        broadcast(f"experiment-{self.pk}", {"type": "hardware", **self.hardware})
 
 
 def _finish(experiment, status, error=""):
     experiment.finish(status, error)
-    _send_status(experiment)
-
-
-def _send_status(experiment):
-    experiment.refresh_from_db(fields=["status", "error"])
-    broadcast(experiment.group_name, {"type": "status", "status": experiment.status, "error": experiment.error})
-
-
-def on_failure(job, connection, exc_type, exc_value, traceback):
-    """RQ calls this when the job dies in a way it could not catch itself: its work-horse
-    was killed, it timed out, or (found by another worker's registry cleanup) its whole
-    worker vanished. The row must not stay "running": it resumes from its last snapshot,
-    up to TRAINING_MAX_ATTEMPTS runs."""
-    experiment = Experiment.objects.filter(pk=job.args[0], rq_job_id=job.id, status=Experiment.Status.RUNNING).first()
-    if experiment is not None:
-        experiment.interrupted(f"The training job died ({exc_type.__name__})", settings.TRAINING_MAX_ATTEMPTS)
-        _send_status(experiment)

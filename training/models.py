@@ -1,45 +1,36 @@
+import shutil
 from pathlib import Path
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.text import slugify
 
-from accounts.access import Owned
-from jobs.queues import enqueue_on_commit
+from accounts.access import Owned, can_view
+from jobs.events import broadcast
+from jobs.models import ACTIVE, Job, JobLogLine, JobStatus
+from training import config
 
 
-class Experiment(Owned):
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
-        ABORTED = "aborted", "Aborted"
+class Experiment(Owned, Job):
+    Status = JobStatus
 
-    class Network(models.TextChoices):
-        LENET = "lenet", "LeNet"
-        ALEXNET = "alexnet", "AlexNet"
-        GOOGLENET = "googlenet", "GoogLeNet"
-        RESNET = "resnet", "ResNet"
-        CUSTOM = "custom", "Custom network"
+    ACTIVE = ACTIVE
 
-    class Solver(models.TextChoices):
-        SGD = "sgd", "SGD with momentum"
-        NESTEROV = "nesterov", "Nesterov's accelerated gradient"
-        ADAGRAD = "adagrad", "AdaGrad"
-        RMSPROP = "rmsprop", "RMSprop"
-        ADADELTA = "adadelta", "AdaDelta"
-        ADAM = "adam", "Adam"
-        ADAMW = "adamw", "AdamW"
-
-    ACTIVE = (Status.QUEUED, Status.RUNNING)
+    job_function = "training.jobs.train"
+    default_queue = "training"
+    group_prefix = "experiment"
 
     name = models.CharField(max_length=200)
     dataset = models.ForeignKey("datasets.Dataset", models.PROTECT, related_name="experiments")
     sweep = models.ForeignKey("Sweep", models.SET_NULL, null=True, blank=True, related_name="experiments")
 
-    network = models.CharField(max_length=30, choices=Network.choices, default=Network.LENET)
+    # A standard network's name (models.networks.NETWORKS, whose registry imports JAX, so
+    # the column names no choices) or config.CUSTOM.
+    network = models.CharField(max_length=30, default="lenet")
     # The spec of a custom network (YAML or JSON); empty for a standard one.
     network_spec = models.TextField(blank=True)
     # Start from these weights instead of random ones (fine-tuning).
@@ -49,7 +40,7 @@ class Experiment(Owned):
     epochs = models.PositiveIntegerField(default=10)
     batch_size = models.PositiveIntegerField(default=64)
     learning_rate = models.FloatField(default=0.01)
-    solver = models.CharField(max_length=10, choices=Solver.choices, default=Solver.SGD)
+    solver = models.CharField(max_length=10, choices=config.SOLVER_CHOICES, default="sgd")
     seed = models.PositiveIntegerField(default=0)
     # The rest of the engine's TrainConfig (solver parameters, learning-rate policy,
     # intervals, early stopping, augmentation), as the form cleaned it.
@@ -60,22 +51,12 @@ class Experiment(Owned):
     # "training" is the shared queue (next free worker); a device queue pins one GPU.
     queue = models.CharField(max_length=200, default="training")
 
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     abort_requested = models.BooleanField(default=False)
-    error = models.TextField(blank=True)
     device = models.CharField(max_length=200, blank=True)
-    # The job beats while it runs; a stale heartbeat means its worker died.
-    heartbeat = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
-    rq_job_id = models.CharField(max_length=100, blank=True)
     # Within the current epoch: {"epoch", "step", "steps", "images_per_second", "eta_seconds"}.
     progress = models.JSONField(default=dict, blank=True)
     # The latest sample of the devices the job runs on (training.devices.sample).
     hardware = models.JSONField(default=dict, blank=True)
-
-    created = models.DateTimeField(default=timezone.now)
-    started = models.DateTimeField(null=True, blank=True)
-    finished = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created"]
@@ -93,96 +74,58 @@ class Experiment(Owned):
         return Path(settings.DATA_ROOT) / "experiments" / str(self.pk)
 
     @property
-    def group_name(self):
-        return f"experiment-{self.pk}"
+    def network_title(self):
+        return config.network_title(self.network)
 
     @property
-    def is_active(self):
-        return self.status in self.ACTIVE
+    def is_custom(self):
+        return self.network == config.CUSTOM
 
     @property
     def can_resume(self):
         return self.status in (self.Status.ABORTED, self.Status.FAILED) and self.snapshots.exists()
 
-    # --- Job state changes: each claims the row with a filtered update, so two workers
-    # (or a worker and a person pressing Abort) can never both win. ------------------------
-    def enqueue_training(self):
-        self.rq_job_id = f"experiment-{self.pk}-attempt-{self.attempts + 1}"
-        Experiment.objects.filter(pk=self.pk).update(rq_job_id=self.rq_job_id)
-        enqueue_on_commit(
-            self.queue, "training.jobs.train", self.pk, job_id=self.rq_job_id, on_failure="training.jobs.on_failure"
-        )
+    # --- The job lifecycle (jobs.models.Job), as an experiment refines it -----------------
+    def claim_filter(self):
+        return {"abort_requested": False}
 
-    def claim(self):
-        """Queued → running. False when another run got there first, or it was aborted."""
-        now = timezone.now()
-        claimed = Experiment.objects.filter(pk=self.pk, status=self.Status.QUEUED, abort_requested=False).update(
-            status=self.Status.RUNNING, started=now, heartbeat=now, error="", attempts=models.F("attempts") + 1
-        )
-        if claimed:
-            self.refresh_from_db()
-            self.log_status("Running on a worker" + (f" (attempt {self.attempts})" if self.attempts > 1 else ""))
-        return claimed == 1
+    def finish_fields(self):
+        return {"progress": {}}
 
-    def finish(self, status, error=""):
-        if Experiment.objects.filter(pk=self.pk, status__in=self.ACTIVE).update(
-            status=status, error=error, finished=timezone.now(), progress={}
-        ):
-            self.refresh_from_db()
-            self.log_status(error)
-        else:
-            self.refresh_from_db()
+    def requeue_fields(self):
+        return {"abort_requested": False, "progress": {}}
+
+    def resume_note(self):
+        snapshot = self.snapshots.order_by("-epoch").first()
+        return f"resuming from epoch {snapshot.epoch_label}" if snapshot else "starting again from the first epoch"
+
+    def latest_message(self):
+        change = self.status_changes.last()
+        return change.message if change else ""
+
+    def status_changed(self, message, level):
+        StatusChange.objects.create(experiment=self, status=self.status, message=message)
+        if level != "info" and message:
+            self.log(message, level)
 
     def request_abort(self):
         """A queued experiment is aborted at once; a running one stops after its current
         step and keeps a final snapshot."""
-        now = timezone.now()
-        if Experiment.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
-            status=self.Status.ABORTED, abort_requested=True, finished=now
-        ):
-            self.refresh_from_db()
-            self.log_status("Aborted before it started")
+        if self._objects().filter(status=self.Status.QUEUED).update(abort_requested=True):
+            self.finish(self.Status.ABORTED, message="Aborted before it started")
             return
-        if Experiment.objects.filter(pk=self.pk, status=self.Status.RUNNING, abort_requested=False).update(
-            abort_requested=True
-        ):
-            self.log_event("Abort requested")
+        if self._objects().filter(status=self.Status.RUNNING, abort_requested=False).update(abort_requested=True):
+            self.log("Abort requested")
         self.refresh_from_db()
 
     def resume(self):
         """Aborted or failed → queued again; the job continues from the last snapshot."""
         if not self.snapshots.exists():
             return False
-        resumed = Experiment.objects.filter(pk=self.pk, status__in=[self.Status.ABORTED, self.Status.FAILED]).update(
-            status=self.Status.QUEUED, abort_requested=False, error="", finished=None
+        return self.requeue(
+            f"Queued to {self.resume_note().replace('resuming', 'resume')}",
+            statuses=(self.Status.ABORTED, self.Status.FAILED),
         )
-        self.refresh_from_db()
-        if resumed:
-            self.log_status("Queued to resume from the last snapshot")
-            self.enqueue_training()
-        return resumed == 1
-
-    def interrupted(self, reason, max_attempts):
-        """The job died without finishing (its worker was killed, the machine rebooted):
-        queue it again to resume from its last snapshot, up to max_attempts runs."""
-        if self.attempts < max_attempts:
-            if Experiment.objects.filter(pk=self.pk, status=self.Status.RUNNING).update(
-                status=self.Status.QUEUED, abort_requested=False, progress={}
-            ):
-                self.refresh_from_db()
-                self.log_status(
-                    f"{reason}; resuming from the last snapshot (attempt {self.attempts + 1} of {max_attempts})"
-                )
-                self.enqueue_training()
-                return True
-        self.finish(self.Status.FAILED, f"{reason}, {self.attempts} times; not retrying again.")
-        return False
-
-    def log_status(self, message=""):
-        StatusChange.objects.create(experiment=self, status=self.status, message=message)
-
-    def log_event(self, message, level="info"):
-        LogLine.objects.create(experiment=self, level=level, message=message)
 
 
 class Sweep(Owned):
@@ -215,20 +158,11 @@ class StatusChange(models.Model):
         return f"{self.experiment} {self.status}"
 
 
-class LogLine(models.Model):
+class LogLine(JobLogLine):
     experiment = models.ForeignKey(Experiment, models.CASCADE, related_name="log_lines")
-    level = models.CharField(max_length=10, default="info")
-    message = models.TextField()
-    created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["experiment", "created", "pk"]
-
-    def __str__(self):
-        return self.message[:80]
-
-    def as_event(self):
-        return {"type": "log", "level": self.level, "message": self.message, "time": self.created.isoformat()}
 
 
 class EpochMetric(models.Model):
@@ -288,3 +222,112 @@ class Snapshot(models.Model):
     @property
     def epoch_label(self):
         return f"{self.epoch:g}"
+
+
+class ExportQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        """An export is its experiment's snapshot in another form: as visible as the experiment."""
+        return self.filter(experiment__in=Experiment.objects.visible_to(user))
+
+
+class Export(Job):
+    """A snapshot as a file other programs run (training.export_formats: ONNX or StableHLO),
+    zipped with its labels and preprocessing, under `directory`."""
+
+    job_function = "training.export_jobs.export"
+    # It runs the network: a training worker, which owns the device.
+    default_queue = "training"
+    group_prefix = "export"
+
+    experiment = models.ForeignKey(Experiment, models.CASCADE, related_name="exports")
+    # A snapshot deleted meanwhile (the run's retention) leaves the epoch it was, for the
+    # message of a job that can no longer start, and for a finished export's name.
+    snapshot = models.ForeignKey(Snapshot, models.SET_NULL, null=True, blank=True, related_name="exports")
+    snapshot_epoch = models.FloatField()
+    format = models.CharField(max_length=10, choices=config.EXPORT_FORMAT_CHOICES)
+    path = models.CharField(max_length=1000, blank=True)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+
+    objects = ExportQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+
+    def __str__(self):
+        return f"{self.experiment} epoch {self.snapshot_label} as {self.get_format_display()}"
+
+    @property
+    def directory(self):
+        return Path(settings.DATA_ROOT) / "exports" / str(self.pk)
+
+    @property
+    def snapshot_label(self):
+        return f"{self.snapshot_epoch:g}"
+
+    @property
+    def filename(self):
+        return f"{slugify(self.experiment.name) or 'experiment'}-epoch-{self.snapshot_label}-{self.format}.zip"
+
+    def get_download_url(self):
+        return reverse("export-download", args=[self.experiment_id, self.pk])
+
+    @staticmethod
+    def refusal(user, experiment):
+        """Why `user` may not export or download exports of `experiment`, or None. The file
+        holds the dataset's labels and its mean image (a constant of the model), which a
+        viewer who may not see the dataset is not given (as training.exports leaves them
+        out of a snapshot's zip)."""
+        if can_view(user, experiment.dataset):
+            return None
+        return "Exports hold the labels and the mean image of this experiment's dataset, which you may not see."
+
+    @classmethod
+    def request(cls, snapshot, fmt):
+        """The export of `snapshot` as `fmt`: one that is under way or done already, else a
+        new one, queued once committed. Pressing the button twice makes one job."""
+        existing = (
+            cls.objects.filter(snapshot=snapshot, format=fmt)
+            .filter(models.Q(status__in=ACTIVE) | models.Q(status=JobStatus.DONE))
+            .first()
+        )
+        if existing is not None and (existing.is_active or Path(existing.path).is_file()):
+            return existing, False
+        with transaction.atomic():
+            export = cls.objects.create(
+                experiment=snapshot.experiment, snapshot=snapshot, snapshot_epoch=snapshot.epoch, format=fmt
+            )
+            export.submit(f"Queued: {export}")
+        return export, True
+
+    def latest_message(self):
+        line = self.log_lines.last()
+        return line.message if line else ""
+
+    def experiment_event(self):
+        """What the experiment page hears of it: which cell of its snapshot table changed."""
+        return {
+            "type": "export",
+            "id": self.pk,
+            "snapshot": self.snapshot_id,
+            "format": self.format,
+            "status": self.status,
+        }
+
+    def changed(self, message="", level="info"):
+        super().changed(message, level)
+        # The open experiment page shows each snapshot's exports, on its own socket.
+        broadcast(f"{Experiment.group_prefix}-{self.experiment_id}", self.experiment_event())
+
+
+class ExportLogLine(JobLogLine):
+    export = models.ForeignKey(Export, models.CASCADE, related_name="log_lines")
+
+    class Meta:
+        ordering = ["export", "created", "pk"]
+
+
+@receiver(post_delete, sender=Export)
+def _remove_export_files(sender, instance, **kwargs):
+    """Its files go with the row, also when its experiment is deleted (a cascade)."""
+    directory = instance.directory
+    transaction.on_commit(lambda: shutil.rmtree(directory, ignore_errors=True))

@@ -20,7 +20,16 @@ import numbers
 
 import numpy as np
 
-POLICIES = ("fixed", "step", "multistep", "exp", "inv", "poly", "sigmoid")
+# The policies by name, with the name a person reads (the form's choices).
+POLICIES = {
+    "fixed": "Fixed",
+    "step": "Step down",
+    "multistep": "Step down (arbitrary steps)",
+    "exp": "Exponential decay",
+    "inv": "Inverse decay",
+    "poly": "Polynomial decay",
+    "sigmoid": "Sigmoid decay",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +183,39 @@ def learning_rate_curve(config, steps_per_epoch: int, points: int = 101) -> list
     iterations = np.minimum(np.floor(epochs * updates_per_epoch + 1e-9), max_iter - 1)
     rates = np.broadcast_to(schedule(iterations), iterations.shape)
     return [(float(e), float(r)) for e, r in zip(epochs, rates, strict=True)]
+
+
+# Far above any rate that trains, and far inside float32 (3.4e38), the precision the
+# device computes the schedule in: past it a run can only fail, or fail to compute.
+LARGEST_RATE = 1e30
+
+
+def check_rates(config, steps_per_epoch: int) -> None:
+    """Raise ValueError, in the user's words, when the rate rises past LARGEST_RATE
+    anywhere in the run (``config`` as for ``learning_rate_curve``).
+
+    Every policy is monotonic in the update count, so the first and the last update
+    bound the whole run: two evaluations, however long it is.
+    """
+    accumulation = getattr(config, "batch_accumulation", 1)
+    max_iter = total_updates(steps_per_epoch, config.epochs, accumulation)
+    try:
+        schedule = config.lr_policy.schedule(config.learning_rate, max_iter)
+        with np.errstate(over="ignore", under="ignore"):
+            highest = float(np.max(schedule(np.array([0, max_iter - 1]))))
+    except OverflowError:  # a gamma whose per-update root already leaves float64
+        highest = math.inf
+    if math.isfinite(highest) and highest <= LARGEST_RATE:
+        return
+    grows = f"grows to {highest:.3g}" if math.isfinite(highest) else "grows without bound"
+    if highest > config.learning_rate:
+        raise ValueError(
+            f"With this gamma the learning rate {grows} within the run; training cannot compute with rates "
+            f"past {LARGEST_RATE:g}. A gamma of at most 1 makes it decay."
+        )
+    raise ValueError(
+        f"A learning rate of {config.learning_rate:g} is past {LARGEST_RATE:g}; training cannot compute with it."
+    )
 
 
 def parse_percentages(text: str) -> tuple[float, ...]:

@@ -21,13 +21,35 @@ only for gradients below about 1e-4.
 from __future__ import annotations
 
 import functools
-
-import jax.numpy as jnp
-import optax
+from typing import TYPE_CHECKING
 
 from training.schedules import Schedule
 
-SOLVERS = ("sgd", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw")
+if TYPE_CHECKING:
+    import optax
+
+# The solvers by name, with the name a person reads: the one list the form, the model and
+# the engine share. JAX and optax are imported by ``make`` only, so the list costs nothing.
+SOLVERS = {
+    "sgd": "SGD with momentum",
+    "nesterov": "Nesterov's accelerated gradient",
+    "adagrad": "AdaGrad",
+    "rmsprop": "RMSprop",
+    "adadelta": "AdaDelta",
+    "adam": "Adam",
+    "adamw": "AdamW",
+}
+
+
+# Values each solver keeps per weight between updates: its moments or accumulators.
+STATE_SLOTS = {"sgd": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1, "adadelta": 2, "adam": 2, "adamw": 2}
+
+
+def state_slots(solver: str, *, momentum: float = 0.9, batch_accumulation: int = 1) -> int:
+    """Values per weight the optimizer state of ``make(solver, ...)`` holds, for memory
+    estimates: SGD without momentum keeps none, batch accumulation adds the running sum."""
+    slots = 0 if solver == "sgd" and not momentum else STATE_SLOTS[solver]
+    return slots + (1 if batch_accumulation > 1 else 0)
 
 
 # Cached: the engine keys its compiled steps on the transformation object, so
@@ -54,6 +76,9 @@ def make(
     """
     if solver not in SOLVERS:
         raise ValueError(f'Unknown solver "{solver}". Available solvers: {", ".join(SOLVERS)}.')
+    import jax.numpy as jnp
+    import optax
+
     if isinstance(learning_rate, Schedule) and learning_rate.policy == "fixed":
         learning_rate = learning_rate.base_lr  # a constant: no step counter to carry and update
     elif isinstance(learning_rate, Schedule):

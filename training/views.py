@@ -1,23 +1,35 @@
 import math
 import shutil
-from types import SimpleNamespace
 
 from django import forms
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Subquery
-from django.http import FileResponse, JsonResponse
+from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
+from redis.exceptions import RedisError
 
-from accounts.access import can_edit, get_editable_or_404, get_visible_or_404
+from accounts import audit
+from accounts.access import can_edit, can_view, get_editable_or_404, get_visible_or_404
 from datasets import imaging
 from datasets.models import Dataset
 from models.models import SavedNetwork
 from models.networks import STANDARD_NETWORKS
-from training import exports, inference, schedules, workers
-from training.forms import POLICY_FIELDS, ClassifyForm, ExperimentForm, initial_from, parse_values
-from training.models import EpochMetric, Experiment, Sweep
+from training import compare, exports, inference, schedules, workers
+from training.config import EXPORT_FORMATS, TrainConfig, export_problem
+from training.forms import (
+    POLICY_FIELDS,
+    ClassifyForm,
+    ExperimentForm,
+    ExperimentSettingsForm,
+    ExportForm,
+    initial_from,
+    parse_values,
+    sharing_of,
+)
+from training.models import EpochMetric, Experiment, Export, Snapshot, Sweep
 
 
 def console(request):
@@ -25,6 +37,7 @@ def console(request):
     experiments = (
         Experiment.objects.visible_to(request.user)
         .select_related("dataset", "owner", "team")
+        .with_visibility_of(request.user, "dataset")
         .annotate(
             latest_epoch=Subquery(latest.values("epoch")[:1]),
             latest_accuracy=Subquery(latest.values("val_accuracy")[:1]),
@@ -36,12 +49,17 @@ def console(request):
         "finished": [e for e in experiments if not e.is_active],
         "devices": device_rows(request.user),
     }
+    ctx["queues_paused"] = ctx["devices"] is None
     return render(request, "training/console.html", ctx)
 
 
 def device_rows(user):
-    """What runs and waits on each GPU, naming only the experiments this user may see."""
-    board = workers.device_board()
+    """What runs and waits on each GPU, naming only the experiments this user may see;
+    None while Redis, which knows, does not answer."""
+    try:
+        board = workers.device_board()
+    except RedisError:
+        return None
     ids = {row["current"] for row in board if row["current"]} | {i for row in board for i in row["waiting"]}
     visible = Experiment.objects.visible_to(user).in_bulk(ids)
     for row in board:
@@ -74,26 +92,37 @@ def experiment_new(request):
         "networks": STANDARD_NETWORKS,
         "saved_networks": SavedNetwork.objects.visible_to(request.user).select_related("owner"),
         "previous": Experiment.objects.visible_to(request.user).only("pk", "name")[:50],
+        "sharing": sharing_of(form.datasets, form.fields["pretrained"].queryset),
     }
     return render(request, "training/new.html", ctx)
 
 
 def experiment_detail(request, pk, classify_form=None, classification=None):
     experiment = get_visible_or_404(
-        Experiment.objects.select_related("dataset", "owner", "team", "sweep", "pretrained__experiment"),
+        Experiment.objects.select_related(
+            "dataset", "owner", "team", "sweep", "pretrained__experiment"
+        ).with_visibility_of(request.user, "dataset", "sweep", "pretrained__experiment"),
         request.user,
         pk=pk,
     )
     snapshots = experiment.snapshots.all()
+    export_refusal = Export.refusal(request.user, experiment)
     ctx = {
         "experiment": experiment,
         "can_edit": can_edit(request.user, experiment),
+        "export_refusal": export_refusal,
+        "snapshot_rows": [
+            {"snapshot": snapshot, "exports": exports}
+            for snapshot, exports in zip(snapshots, export_cells(experiment, snapshots), strict=True)
+        ]
+        if export_refusal is None
+        else [{"snapshot": snapshot} for snapshot in snapshots],
         "metrics": [row.as_event() for row in experiment.metrics.all()],
         "snapshots": snapshots,
         "status_changes": experiment.status_changes.all(),
         "log_lines": experiment.log_lines.all(),
         "hardware": experiment.hardware,
-        "classify_form": classify_form or ClassifyForm(snapshots=snapshots),
+        "classify_form": classify_form or ClassifyForm(snapshots=snapshots, classes=experiment.dataset.classes),
         "classification": classification,
     }
     return render(request, "training/detail.html", ctx)
@@ -102,14 +131,39 @@ def experiment_detail(request, pk, classify_form=None, classification=None):
 @require_POST
 def experiment_classify(request, pk):
     experiment = get_visible_or_404(Experiment.objects.select_related("dataset"), request.user, pk=pk)
-    form = ClassifyForm(request.POST, request.FILES, snapshots=experiment.snapshots.all())
+    form = ClassifyForm(
+        request.POST, request.FILES, snapshots=experiment.snapshots.all(), classes=experiment.dataset.classes
+    )
     classification = None
     if form.is_valid():
+        data = form.cleaned_data
         try:
-            classification = inference.classify(form.cleaned_data["snapshot"], form.cleaned_data["image"])
+            classification = inference.classify(
+                data["snapshot"],
+                data["image"],
+                layers=data["layers"],
+                tiles=True,
+                saliency=data["saliency"],
+                saliency_class=data["saliency_class"],
+            )
         except imaging.ImagingError as exc:
-            form.add_error("image", str(exc))
+            form.add_error(form.image_field, str(exc))
     return experiment_detail(request, pk, classify_form=form, classification=classification)
+
+
+def experiment_settings(request, pk):
+    experiment = get_editable_or_404(Experiment.objects.select_related("dataset", "team"), request.user, pk=pk)
+    if request.method == "POST":
+        form = ExperimentSettingsForm(request.POST, instance=experiment, user=request.user)
+        if form.is_valid():
+            form.save()
+            messages.success(request, "Saved.")
+            return redirect(experiment)
+    else:
+        form = ExperimentSettingsForm(instance=experiment, user=request.user)
+
+    ctx = {"experiment": experiment, "form": form, "dataset_visible": can_view(request.user, experiment.dataset)}
+    return render(request, "training/settings.html", ctx)
 
 
 @require_POST
@@ -140,9 +194,78 @@ def experiment_resume(request, pk):
 def snapshot_download(request, pk, snapshot_pk):
     experiment = get_visible_or_404(Experiment.objects.select_related("dataset"), request.user, pk=pk)
     snapshot = get_object_or_404(experiment.snapshots, pk=snapshot_pk)
-    archive = exports.snapshot_archive(snapshot)
+    archive = exports.snapshot_archive(snapshot, with_dataset=can_view(request.user, experiment.dataset))
+    audit.record(
+        audit.Action.DOWNLOAD, user=request.user, obj=experiment, detail=f"snapshot of epoch {snapshot.epoch_label}"
+    )
     filename = f"{slugify(experiment.name) or 'experiment'}-epoch-{snapshot.epoch_label}.zip"
     return FileResponse(archive, as_attachment=True, filename=filename, content_type="application/zip")
+
+
+def export_cells(experiment, snapshots):
+    """Per snapshot, per format: its latest export (or None) and, where the format cannot
+    hold the network, why."""
+    latest = {}
+    for export in experiment.exports.filter(snapshot__in=snapshots):
+        latest.setdefault((export.snapshot_id, export.format), export)
+    return [
+        [
+            {
+                "format": fmt,
+                "label": label,
+                "export": latest.get((snapshot.pk, fmt)),
+                "problem": export_problem(experiment.network, fmt),
+            }
+            for fmt, label in EXPORT_FORMATS.items()
+        ]
+        for snapshot in snapshots
+    ]
+
+
+def snapshot_exports(request, pk, snapshot_pk):
+    """POST: export the snapshot in the format given. GET: its exports' cell of the snapshot
+    table, which the experiment page fetches again when one of them changes."""
+    experiment = get_visible_or_404(Experiment.objects.select_related("dataset"), request.user, pk=pk)
+    snapshot = get_object_or_404(Snapshot.objects.filter(experiment=experiment), pk=snapshot_pk)
+    refusal = Export.refusal(request.user, experiment)
+    if refusal is not None:
+        raise PermissionDenied(refusal)
+    if request.method == "POST":
+        form = ExportForm(request.POST)
+        if form.is_valid():
+            export, _ = Export.request(snapshot, form.cleaned_data["format"])
+            messages.info(
+                request,
+                f"{export}: {export.get_status_display().lower()}.",
+            )
+        else:
+            messages.error(request, " ".join(form.errors["format"]))
+        return redirect(experiment.get_absolute_url() + "#snapshots-card")
+    (exports,) = export_cells(experiment, [snapshot])
+    return render(
+        request, "training/_exports.html", {"experiment": experiment, "snapshot": snapshot, "exports": exports}
+    )
+
+
+def export_download(request, pk, export_pk):
+    experiment = get_visible_or_404(Experiment.objects.select_related("dataset"), request.user, pk=pk)
+    export = get_object_or_404(experiment.exports, pk=export_pk)
+    return export_file(request.user, export)
+
+
+def export_file(user, export):
+    """The zip of a finished export, for the page and the API alike."""
+    refusal = Export.refusal(user, export.experiment)
+    if refusal is not None:
+        raise PermissionDenied(refusal)
+    if export.status != Export.Status.DONE:
+        raise Http404(f"This export is {export.get_status_display().lower()}: there is nothing to download.")
+    try:
+        file = open(export.path, "rb")
+    except FileNotFoundError:
+        raise Http404("The export's file is gone; export the snapshot again.") from None
+    audit.record(audit.Action.DOWNLOAD, user=user, obj=export.experiment, detail=f"export {export}")
+    return FileResponse(file, as_attachment=True, filename=export.filename, content_type="application/zip")
 
 
 def sweep_detail(request, pk):
@@ -165,6 +288,49 @@ def sweep_detail(request, pk):
     return render(request, "training/sweep.html", ctx)
 
 
+MAX_COMPARED = 20
+
+
+def experiment_compare(request):
+    """Experiments side by side: /experiments/compare/?ids=1,2,3 (or `ids` repeated, as the
+    console's form sends it without its script). Ids of experiments this user may not see
+    are left out without a word, so that nobody learns what exists."""
+    parts = [part.strip() for value in request.GET.getlist("ids") for part in value.split(",") if part.strip()]
+    problem = None
+    if not parts or not all(part.isdigit() for part in parts):
+        problem = "Give the experiments to compare by their numbers, separated by commas: ?ids=3,5."
+    elif len(set(parts)) > MAX_COMPARED:
+        problem = f"Compare at most {MAX_COMPARED} experiments at a time."
+    if problem:
+        return render(request, "training/compare.html", {"problem": problem}, status=400)
+    ids = list(dict.fromkeys(int(part) for part in parts))
+    found = (
+        Experiment.objects.visible_to(request.user)
+        .select_related("dataset")
+        .with_visibility_of(request.user, "dataset")
+        .prefetch_related("metrics")
+        .in_bulk(ids)
+    )
+    experiments = [found[pk] for pk in ids if pk in found]
+    if not experiments:
+        raise Http404("No experiment to compare.")
+    ctx = {"experiments": experiments}
+    if len(experiments) < 2:
+        ctx["problem"] = "Pick at least two experiments to compare them: tick them on the console."
+        return render(request, "training/compare.html", ctx)
+    metrics = [list(experiment.metrics.all()) for experiment in experiments]
+    datasets = [e.dataset.name if e.dataset_visible else "a dataset you cannot see" for e in experiments]
+    ctx.update(
+        settings_rows=compare.settings_rows(experiments, datasets),
+        metric_rows=compare.metric_rows([compare.summary(rows) for rows in metrics]),
+        curves=[
+            {"name": experiment.name, "points": compare.curve(experiment, rows)}
+            for experiment, rows in zip(experiments, metrics, strict=True)
+        ],
+    )
+    return render(request, "training/compare.html", ctx)
+
+
 @require_POST
 def experiment_delete(request, pk):
     experiment = get_editable_or_404(Experiment.objects, request.user, pk=pk)
@@ -173,6 +339,7 @@ def experiment_delete(request, pk):
         return redirect(experiment)
     directory = experiment.directory
     experiment.request_abort()  # a queued job finds nothing to claim
+    audit.record(audit.Action.DELETED, user=request.user, obj=experiment, request=request)
     experiment.delete()
     shutil.rmtree(directory, ignore_errors=True)
     messages.success(request, f"Experiment “{experiment.name}” was deleted.")
@@ -207,7 +374,11 @@ def lr_preview(request):
         if dataset is not None and dataset.train_count:
             images = dataset.train_count
     steps = schedules.steps_per_epoch(images, batch_size)
-    config = SimpleNamespace(learning_rate=rate, epochs=epochs, lr_policy=policy, batch_accumulation=accumulation)
+    config = TrainConfig(learning_rate=rate, epochs=epochs, lr_policy=policy, batch_accumulation=accumulation)
+    try:
+        schedules.check_rates(config, steps)  # an infinite rate is no JSON number
+    except ValueError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
     points = schedules.learning_rate_curve(config, steps, points=min(201, 10 * epochs + 1))
     return JsonResponse({"points": points})
 

@@ -25,10 +25,12 @@ import django_rq
 import psutil
 import redis
 import rq
-from django.conf import settings
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.worker import WorkerStatus
+
+from jobs import queues
+from jobs.worker import Worker
 
 SHARED_QUEUE = "training"
 SHARED_LABEL = "Next available"
@@ -85,22 +87,11 @@ def device_label(host, gpus, cpu_slot=0):
 
 
 def queue_for(name):
-    """The queue to enqueue a training job on: "training" or a device queue.
-
-    django_rq.get_queue() only knows the queues in settings.RQ_QUEUES, and device queues
-    are made up per host at run time, so they are plain RQ queues on the "training"
-    queue's connection and timeout. (A DjangoRQ queue would also look its name up in
-    RQ_QUEUES for the result TTL, and fail.)
-    """
-    if name == SHARED_QUEUE:
-        return django_rq.get_queue(SHARED_QUEUE)
-    if not is_device_queue(name):
+    """The queue to enqueue a training job on: "training" or a device queue (made up per
+    host at run time, on the "training" queue's connection)."""
+    if name != SHARED_QUEUE and not is_device_queue(name):
         raise ValueError(f"{name!r} is neither {SHARED_QUEUE!r} nor a device queue")
-    return rq.Queue(
-        name,
-        connection=django_rq.get_connection(SHARED_QUEUE),
-        default_timeout=settings.RQ_QUEUES[SHARED_QUEUE].get("DEFAULT_TIMEOUT"),
-    )
+    return queues.get_queue(name)
 
 
 # --- What `manage.py trainworkers` starts ------------------------------------------------------
@@ -155,11 +146,8 @@ def _spec(host, queue, label, gpu_indices, env):
     return WorkerSpec(queue, label, gpu_indices, env)
 
 
-RECOVERY_SECONDS = 60
-
-
 # --- The worker class ---------------------------------------------------------------------------
-class TrainingWorker(rq.Worker):
+class TrainingWorker(Worker):
     """An RQ worker that owns a device: it listens on its device queue before the queues
     it was given, and writes its device into its RQ worker hash for the web to read.
 
@@ -183,18 +171,7 @@ class TrainingWorker(rq.Worker):
             queues = [self.device_queue, *(queues if isinstance(queues, list | tuple) else [queues])]
             # Readable in /admin/rq/ and Redis, unique per process as RQ requires.
             name = name or f"{self.device_queue}.{os.getpid()}"
-        # Maintenance (which recovers stalled experiments) every minute rather than every
-        # ten; the dequeue wait is worker_ttl - 15 s, so that is what bounds it when idle.
-        kwargs.setdefault("maintenance_interval", RECOVERY_SECONDS)
-        kwargs.setdefault("worker_ttl", RECOVERY_SECONDS + 15)
         super().__init__(queues, name, *args, **kwargs)
-
-    def run_maintenance_tasks(self):
-        super().run_maintenance_tasks()
-        # Experiments whose worker died without a word resume as soon as a worker is free.
-        from training import recovery
-
-        recovery.recover()
 
     def serialize(self):
         data = super().serialize()

@@ -47,6 +47,7 @@ by deriving keys from (seed, epoch, step).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import math
 import re
@@ -76,6 +77,7 @@ __all__ = [
     "NETWORKS",
     "STANDARD_NETWORKS",
     "LayerRow",
+    "MemoryEstimate",
     "NetworkSummary",
     "Spec",
     "SpecError",
@@ -85,6 +87,7 @@ __all__ = [
     "check_input",
     "count_params",
     "describe",
+    "estimate_memory",
     "eval_mode",
     "parse_spec",
     "standard_spec_text",
@@ -165,6 +168,41 @@ def _describe(network: Network, input_shape, num_classes: int) -> NetworkSummary
     if isinstance(network, str) and network in NETWORKS:
         title = NETWORKS[network].title
     return summarize(plan, title=title, error=error)
+
+
+# Training keeps float32 values.
+_BYTES_PER_VALUE = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryEstimate:
+    """What training ``network`` takes in memory, roughly: see ``estimate_memory``."""
+
+    parameters: int
+    activations_per_image: int  # values all layers output for one image
+    bytes: int
+
+
+def estimate_memory(
+    network: Network, input_shape: tuple[int, int, int], num_classes: int, *, batch_size: int, optimizer_slots: int
+) -> MemoryEstimate:
+    """The memory one training step needs, before anything is allocated: the weights,
+    their gradients and the optimizer's ``optimizer_slots`` values per weight (Adam's two
+    moments, SGD's momentum), plus the batch and every layer's outputs three times over:
+    kept for the backward pass, their gradients, and the step's working space (XLA's
+    plan for LeNet, AlexNet and GoogLeNet steps on the CPU is within a factor of 2 of it).
+    Shapes come from Visualize's ``nnx.eval_shape`` summary. Good for refusing what
+    cannot fit, not for packing jobs.
+
+    Raises ValueError (as ``build_network``) when the network cannot take this input.
+    """
+    summary = describe(network, input_shape, num_classes)
+    if summary.error is not None:
+        raise ValueError(summary.error[1])
+    activations = sum(math.prod(row.output_shape) for row in summary.rows if row.output_shape)
+    weights = summary.total_params * (2 + optimizer_slots)
+    batch = batch_size * (math.prod(input_shape) + 3 * activations)
+    return MemoryEstimate(summary.total_params, activations, _BYTES_PER_VALUE * (weights + batch))
 
 
 def standard_spec_text(name: str, input_shape: tuple[int, ...] | None = None) -> str:

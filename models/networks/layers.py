@@ -364,7 +364,8 @@ class Pool(nnx.Module):
 
     def __call__(self, x):
         if self.kind == "max":
-            return nnx.max_pool(x, self.window, self.stride, self.padding)
+            # By keyword: the ONNX export's tracer (jax2onnx) swaps in a max_pool that takes only these.
+            return nnx.max_pool(x, window_shape=self.window, strides=self.stride, padding=self.padding)
         # Padding does not dilute the average: edge windows average what they cover.
         return nnx.avg_pool(x, self.window, self.stride, self.padding, count_include_pad=False)
 

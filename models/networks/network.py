@@ -328,6 +328,32 @@ class SpecNetwork(nnx.Module):
         dropout layer."""
         return _run(self.layers, x, _Call(rngs), "layers")
 
+    def layer_outputs(self, x) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """The logits and every layer's output keyed by its spec path ("layers[3]",
+        "layers[5].branches[1][0]"), the paths of Visualize's rows; composite layers
+        have their combined output too. For looking inside a network in eval mode."""
+        outputs = {}
+        logits = _run(self.layers, x, _Call(None, outputs=outputs), "layers")
+        return logits, outputs
+
+    def layer_modules(self) -> dict[str, nnx.Module]:
+        """Every layer's module keyed by the same spec paths as ``layer_outputs``."""
+        found = {}
+        _walk(self.layers, "layers", found)
+        return found
+
+
+def _walk(modules: nnx.List, prefix: str, found: dict) -> None:
+    for i, module in enumerate(modules):
+        path = f"{prefix}[{i}]"
+        found[path] = module
+        if isinstance(module, Branches):
+            for j, branch in enumerate(module.branches):
+                _walk(branch, f"{path}.branches[{j}]", found)
+        elif isinstance(module, Residual):
+            _walk(module.layers, f"{path}.layers", found)
+            _walk(module.shortcut, f"{path}.shortcut", found)
+
 
 def _build(node: _Node, rngs: nnx.Rngs) -> nnx.Module:
     blocks = [[_build(child, rngs) for child in block] for block in node.blocks]
@@ -339,15 +365,17 @@ def _build(node: _Node, rngs: nnx.Rngs) -> nnx.Module:
 
 
 class _Call:
-    """What one forward pass carries: dropout randomness, and for summaries a
-    record of each layer's output shape and parameter count by path."""
+    """What one forward pass carries: dropout randomness, for summaries a
+    record of each layer's output shape and parameter count by path, and for
+    looking inside a network each layer's output by path."""
 
-    def __init__(self, rngs, record: dict | None = None):
+    def __init__(self, rngs, record: dict | None = None, outputs: dict | None = None):
         if isinstance(rngs, jax.Array):
             # One key for every dropout layer would give them all the same mask.
             rngs = nnx.Rngs(dropout=rngs)
         self.rngs = rngs
         self.record = record
+        self.outputs = outputs
 
 
 def _run(modules: nnx.List, x, call: _Call, prefix: str):
@@ -365,11 +393,15 @@ def _run(modules: nnx.List, x, call: _Call, prefix: str):
                     "This network has dropout and is in training mode: pass rngs= (a PRNG key or an nnx.Rngs) "
                     "to each call, or use models.networks.eval_mode for inference."
                 )
-            x = module(x, rngs=call.rngs)
+            # Without a key in eval mode: the identity, as the ONNX export's tracer (jax2onnx),
+            # whose own dropout takes no rngs, also sees it.
+            x = module(x) if module.deterministic else module(x, rngs=call.rngs)
         else:
             x = module(x)
         if call.record is not None:
             call.record[path] = (tuple(x.shape[1:]), _count_params(module))
+        if call.outputs is not None:
+            call.outputs[path] = x
     return x
 
 

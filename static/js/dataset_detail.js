@@ -39,13 +39,17 @@
       document.body.dataset.progress = `${event.done}/${event.total}`;
     },
     log(event) {
-      if (event.text) $("build-log").textContent = event.text;
+      // The socket replays the whole log on (re)connection: start afresh then.
+      const box = $("build-log");
+      if (!box.dataset.live) { box.textContent = ""; box.dataset.live = "1"; }
+      box.textContent += (box.textContent ? "\n" : "") + event.message;
+      box.scrollTop = box.scrollHeight;
     },
     status(event) {
       const pill = $("status");
       pill.className = `status ${event.status}`;
-      pill.textContent = { queued: "Queued", running: "Building", done: "Ready", failed: "Failed" }[event.status] || event.status;
+      pill.textContent = event.label || event.status;
       if (event.status === "done" || event.status === "failed") window.location.reload();
     },
-  });
+  }, () => { delete $("build-log").dataset.live; });
 })();

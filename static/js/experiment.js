@@ -58,6 +58,8 @@ const ExperimentPage = {
       error.textContent = event.error || "";
       error.hidden = !event.error;
       const active = event.status === "queued" || event.status === "running";
+      // What just happened, in words: "The worker stopped; resuming from epoch 3 (attempt 2 of 3)".
+      if (event.message !== undefined) $("status-message").textContent = active ? event.message : "";
       const abort = $("abort-form");
       if (abort) abort.hidden = !active;
       $("epoch-progress").hidden = event.status !== "running";
@@ -111,6 +113,16 @@ const ExperimentPage = {
       }
     }
 
+    // A snapshot's exports are rendered by the server too, and fetched again when one changes.
+    async function showExport(event) {
+      const cell = document.querySelector(`td.exports[data-snapshot="${event.snapshot}"]`);
+      if (!cell) return;
+      const shown = cell.querySelector(`.export[data-format="${event.format}"]`);
+      if (shown && shown.dataset.status === event.status) return;
+      const response = await fetch(cell.dataset.url);
+      if (response.ok) cell.innerHTML = await response.text();
+    }
+
     history.forEach(addEpoch);
     document.body.dataset.status = status;
     Live.connect(`/ws/experiments/${experimentId}/`, {
@@ -120,6 +132,7 @@ const ExperimentPage = {
       progress: showProgress,
       log: addLog,
       hardware: showHardware,
+      export: showExport,
     }, (socket) => socket.send(JSON.stringify({ after_epoch: lastEpoch })));
   },
 };

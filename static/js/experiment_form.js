@@ -108,6 +108,33 @@ const ExperimentForm = {
       document.querySelector('[data-field="patience"]').hidden = !value("early_stopping");
     }
 
+    // --- Sharing: no wider than the dataset and the pretrained weights ----------------
+    // The server refuses anything wider with the reason; this only stops offering it.
+    const sharing = JSON.parse($("sharing-data").textContent);
+    const ORDER = ["private", "team", "organisation"];
+    function offerSharing() {
+      const sources = [sharing.datasets[value("dataset")], sharing.snapshots[value("pretrained")]].filter(Boolean);
+      let widest = "organisation";
+      let team = null;
+      for (const [visibility, teamId] of sources) {
+        const reach = visibility === "team" && teamId == null ? "private" : visibility;
+        if (reach === "team" && team !== null && team !== teamId) widest = "private";
+        if (ORDER.indexOf(reach) < ORDER.indexOf(widest)) widest = reach;
+        if (reach === "team") team = teamId;
+      }
+      for (const option of form.elements.visibility.options) {
+        option.disabled = ORDER.indexOf(option.value) > ORDER.indexOf(widest);
+      }
+      for (const option of form.elements.team.options) {
+        option.disabled = widest === "team" && option.value !== "" && Number(option.value) !== team;
+      }
+      if (form.elements.visibility.selectedOptions[0]?.disabled) form.elements.visibility.value = "private";
+      if (form.elements.team.selectedOptions[0]?.disabled) form.elements.team.value = "";
+    }
+    form.elements.dataset.addEventListener("change", offerSharing);
+    form.elements.pretrained.addEventListener("change", offerSharing);
+    offerSharing();
+
     // --- Learning-rate preview --------------------------------------------------------
     const chart = new Chart($("lr-preview"), {
       type: "line",

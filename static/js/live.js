@@ -1,7 +1,12 @@
 // A WebSocket that reconnects by itself and hands each event to the handler named by
 // its "type". onopen(socket) runs on every (re)connection, so a page can ask for what
-// it missed.
+// it missed. Close codes the server uses (jobs/events.py) stop the reconnecting:
+// 4404, the object is not there for this user; 4403, this user's access was taken away,
+// which the page's status region (templates/base.html) says.
 const Live = {
+  ACCESS_LOST: 4403,
+  NOT_FOUND: 4404,
+
   connect(path, handlers, onopen) {
     const scheme = window.location.protocol === "https:" ? "wss" : "ws";
     const url = `${scheme}://${window.location.host}${path}`;
@@ -22,8 +27,17 @@ const Live = {
       };
       socket.onclose = (close) => {
         document.body.dataset.live = "disconnected";
-        // 4404: not found or not allowed. Retrying cannot help.
-        if (close.code === 4404 || closedForGood) return;
+        if (close.code === Live.ACCESS_LOST) {
+          closedForGood = true;
+          document.body.dataset.live = "access-lost";
+          const status = document.getElementById("live-status");
+          if (status) {
+            status.textContent = "You no longer have access to this page.";
+            status.hidden = false;
+          }
+        }
+        // Retrying cannot help: the answer would be the same.
+        if (close.code === Live.NOT_FOUND || closedForGood) return;
         setTimeout(open, delay);
         delay = Math.min(delay * 2, 10000);
       };

@@ -1,0 +1,56 @@
+"""Team memberships from the organisation's directory, kept in step at every login.
+
+OpenID Connect and LDAP both hand over a list of group names; each group is a team, and a
+group named with the admin suffix ("vision:admin") makes the user an admin of the team
+("vision"). What the directory manages is marked with its source, so a login adds and
+removes only the directory's own memberships: a membership made on the platform stays.
+"""
+
+from django.db import transaction
+
+from accounts import audit
+from accounts.models import Membership, Source, Team
+
+TEAM_NAME_MAX = Team._meta.get_field("name").max_length
+
+
+def roles_from_groups(groups, admin_suffix):
+    """{team name: role} for the directory's group names; admin wins over member."""
+    roles = {}
+    for group in groups:
+        group = str(group).strip()
+        role = Membership.Role.MEMBER
+        if admin_suffix and group.endswith(admin_suffix):
+            group, role = group[: -len(admin_suffix)].strip(), Membership.Role.ADMIN
+        # A name the team table cannot hold is no team at all rather than a truncated
+        # name that could collide with another one.
+        if not group or len(group) > TEAM_NAME_MAX:
+            continue
+        if roles.get(group) != Membership.Role.ADMIN:
+            roles[group] = role
+    return roles
+
+
+@transaction.atomic
+def sync_teams(user, groups, *, source, admin_suffix):
+    """Make the user's memberships from `source` exactly those the groups name."""
+    roles = roles_from_groups(groups, admin_suffix)
+    # The directory is who made these changes, at this user's login.
+    by = f"directory ({Source(source).label})"
+    for name, role in roles.items():
+        team, team_created = Team.objects.get_or_create(name=name, defaults={"source": source})
+        if team_created:
+            audit.record(audit.Action.TEAM_CREATED, obj=team, actor_name=by)
+        membership, created = Membership.objects.get_or_create(
+            user=user, team=team, defaults={"role": role, "source": source}
+        )
+        if created:
+            audit.membership_changed(audit.Action.MEMBER_ADDED, membership, actor_name=by)
+        elif membership.source == source and membership.role != role:
+            membership.role = role
+            membership.save(update_fields=["role"])
+            audit.membership_changed(audit.Action.ROLE_CHANGED, membership, actor_name=by)
+    gone = Membership.objects.filter(user=user, source=source).exclude(team__name__in=roles).select_related("team")
+    for membership in gone:
+        audit.membership_changed(audit.Action.MEMBER_REMOVED, membership, actor_name=by)
+    gone.delete()

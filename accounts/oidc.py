@@ -1,0 +1,229 @@
+"""OpenID Connect sign-in (mozilla-django-oidc): the authorization code flow with PKCE, state
+and nonce, the ID token's signature checked against the provider's published keys, and its
+audience and issuer checked too (the library leaves those to the project). The endpoints
+come from the provider's discovery document, read on first use; the teams claim becomes team
+memberships (accounts.directory).
+
+Configured by OIDC_ISSUER and OIDC_RP_CLIENT_ID; without them the views answer 404 and the
+backend answers no one.
+"""
+
+import logging
+import time
+
+import jwt
+import requests
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import PermissionDenied, SuspiciousOperation
+from django.http import Http404, HttpResponseRedirect
+from django.urls import reverse
+from django.utils.decorators import method_decorator
+from mozilla_django_oidc.auth import OIDCAuthenticationBackend
+from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
+
+from accounts import audit
+from accounts.directory import sync_teams
+from accounts.models import Source
+
+log = logging.getLogger(__name__)
+
+# A discovery document is re-read after this long, so a provider's moved endpoint is found
+# without a restart; the signing keys themselves are fetched at every login.
+DISCOVERY_TTL = 3600
+_discovered = {}  # issuer -> (time read, document)
+
+
+class ProviderUnavailable(Exception):
+    pass
+
+
+def configured():
+    return bool(settings.OIDC_ISSUER and settings.OIDC_RP_CLIENT_ID)
+
+
+def discovery():
+    issuer = settings.OIDC_ISSUER.rstrip("/")
+    read_at, document = _discovered.get(issuer, (0, None))
+    if document is None or time.monotonic() - read_at > DISCOVERY_TTL:
+        url = f"{issuer}/.well-known/openid-configuration"
+        try:
+            response = requests.get(url, timeout=settings.OIDC_TIMEOUT, verify=settings.OIDC_VERIFY_SSL)
+            response.raise_for_status()
+            document = response.json()
+        except (requests.RequestException, ValueError) as exc:
+            raise ProviderUnavailable(f"{url}: {exc}") from exc
+        # The discovery spec's own check: a document naming another issuer is not this one's.
+        if str(document.get("issuer", "")).rstrip("/") != issuer:
+            raise ProviderUnavailable(f"{url} names the issuer {document.get('issuer')!r}, not {issuer!r}")
+        _discovered[issuer] = (time.monotonic(), document)
+    return document
+
+
+def endpoint(setting, key):
+    """An explicit OIDC_OP_* setting, or else the discovery document's entry."""
+    explicit = getattr(settings, setting, "")
+    if explicit:
+        return explicit
+    value = discovery().get(key)
+    if not value:
+        raise ProviderUnavailable(f"the discovery document of {settings.OIDC_ISSUER} has no {key}")
+    return value
+
+
+def username_from(claims):
+    for claim in (settings.OIDC_USERNAME_CLAIM, "email"):
+        value = claims.get(claim)
+        if isinstance(value, str) and 0 < len(value.strip()) <= 150:
+            return value.strip()
+    return None
+
+
+def groups_from(claims):
+    value = claims.get(settings.OIDC_TEAMS_CLAIM) or []
+    return [value] if isinstance(value, str) else [str(group) for group in value]
+
+
+class DirectoryOIDCBackend(OIDCAuthenticationBackend):
+    def __init__(self, *args, **kwargs):
+        # The parent reads every endpoint here, and Django builds each backend for every
+        # login, passwords included: the provider is asked only when a callback needs it.
+        self.UserModel = get_user_model()
+        self.OIDC_RP_SIGN_ALGO = settings.OIDC_RP_SIGN_ALGO
+        self.OIDC_RP_IDP_SIGN_KEY = None
+
+    OIDC_RP_CLIENT_ID = property(lambda self: settings.OIDC_RP_CLIENT_ID)
+    OIDC_RP_CLIENT_SECRET = property(lambda self: settings.OIDC_RP_CLIENT_SECRET)
+    OIDC_OP_TOKEN_ENDPOINT = property(lambda self: endpoint("OIDC_OP_TOKEN_ENDPOINT", "token_endpoint"))
+    OIDC_OP_USER_ENDPOINT = property(lambda self: endpoint("OIDC_OP_USER_ENDPOINT", "userinfo_endpoint"))
+    OIDC_OP_JWKS_ENDPOINT = property(lambda self: endpoint("OIDC_OP_JWKS_ENDPOINT", "jwks_uri"))
+
+    def authenticate(self, request, **kwargs):
+        # Only the callback view passes a nonce; a password login is none of this backend's.
+        if not configured() or "nonce" not in kwargs:
+            return None
+        return super().authenticate(request, **kwargs)
+
+    def retrieve_matching_jwk(self, token):
+        # The parent insists on a key id in the token's header; a provider with one key may
+        # leave it out (the spec allows that), and then that key is the one.
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as exc:
+            raise SuspiciousOperation(f"ID token refused: {exc}") from exc
+        response = requests.get(
+            self.OIDC_OP_JWKS_ENDPOINT, timeout=settings.OIDC_TIMEOUT, verify=settings.OIDC_VERIFY_SSL
+        )
+        response.raise_for_status()
+        keys = [
+            key
+            for key in response.json().get("keys", [])
+            if key.get("use", "sig") == "sig"
+            and key.get("alg", header.get("alg")) == header.get("alg")
+            and ("kid" not in header or key.get("kid") == header["kid"])
+        ]
+        if len(keys) != 1:
+            raise SuspiciousOperation(f"ID token refused: {len(keys)} of the provider's keys match its header")
+        return jwt.PyJWK(keys[0])
+
+    def _verify_jws(self, payload, key):
+        try:
+            alg = jwt.get_unverified_header(payload).get("alg")
+        except jwt.InvalidTokenError as exc:
+            raise SuspiciousOperation(f"ID token refused: {exc}") from exc
+        if alg != self.OIDC_RP_SIGN_ALGO:
+            raise SuspiciousOperation(f"ID token refused: signed with {alg!r}, not {self.OIDC_RP_SIGN_ALGO!r}")
+        try:
+            return jwt.decode(
+                payload,
+                key,
+                algorithms=[alg],
+                audience=self.OIDC_RP_CLIENT_ID,
+                issuer=settings.OIDC_ISSUER.rstrip("/"),
+                options={"require": ["iss", "aud", "sub", "exp", "iat"]},
+            )
+        except jwt.InvalidTokenError as exc:
+            raise SuspiciousOperation(f"ID token refused: {exc}") from exc
+
+    def get_userinfo(self, access_token, id_token, payload):
+        # The ID token's claims, completed by the userinfo endpoint, which answers only
+        # for the same subject (OpenID Connect Core 5.3.2).
+        claims = dict(payload)
+        if settings.OIDC_OP_USER_ENDPOINT or discovery().get("userinfo_endpoint"):
+            userinfo = super().get_userinfo(access_token, id_token, payload)
+            if userinfo.get("sub") != payload.get("sub"):
+                raise SuspiciousOperation("the userinfo endpoint answered for another subject")
+            claims.update(userinfo)
+        self.claims = claims
+        return claims
+
+    def verify_claims(self, claims):
+        return username_from(claims) is not None
+
+    def filter_users_by_claims(self, claims):
+        users = self.UserModel.objects.filter(username__iexact=username_from(claims))
+        if any(user.is_superuser for user in users):
+            # Superusers are the local break-glass accounts: a directory entry of the same
+            # name must not become one. PermissionDenied stops authenticate() for good.
+            log.warning("OpenID Connect login as superuser %r refused", username_from(claims))
+            raise PermissionDenied("A directory account cannot log in as a local superuser.")
+        return users
+
+    def create_user(self, claims):
+        user = self.UserModel(username=username_from(claims))
+        user.set_unusable_password()
+        return self.update_user(user, claims)
+
+    def update_user(self, user, claims):
+        user.email = claims.get("email") or user.email
+        user.first_name = (claims.get("given_name") or user.first_name)[:150]
+        user.last_name = (claims.get("family_name") or user.last_name)[:150]
+        user.save()
+        return user
+
+    def get_or_create_user(self, access_token, id_token, payload):
+        user = super().get_or_create_user(access_token, id_token, payload)
+        if user is not None:
+            sync_teams(user, groups_from(self.claims), source=Source.OIDC, admin_suffix=settings.OIDC_ADMIN_SUFFIX)
+        return user
+
+
+def _failed(request, reason):
+    log.warning("OpenID Connect login failed: %s", reason)
+    audit.login_failed(request, "OpenID Connect", str(reason))
+    messages.error(request, f"Logging in with {settings.OIDC_NAME} did not work; please try again.")
+    return HttpResponseRedirect(reverse("login"))
+
+
+@method_decorator(login_not_required, name="dispatch")
+class LoginStart(OIDCAuthenticationRequestView):
+    def __init__(self, **kwargs):
+        # As the backend: the endpoint is looked up per request, not at import.
+        super(OIDCAuthenticationRequestView, self).__init__(**kwargs)
+
+    def get(self, request):
+        if not configured():
+            raise Http404("Single sign-on is not configured.")
+        try:
+            self.OIDC_OP_AUTH_ENDPOINT = endpoint("OIDC_OP_AUTHORIZATION_ENDPOINT", "authorization_endpoint")
+        except ProviderUnavailable as exc:
+            return _failed(request, exc)
+        self.OIDC_RP_CLIENT_ID = settings.OIDC_RP_CLIENT_ID
+        return super().get(request)
+
+
+@method_decorator(login_not_required, name="dispatch")
+class LoginCallback(OIDCAuthenticationCallbackView):
+    def get(self, request):
+        if not configured():
+            raise Http404("Single sign-on is not configured.")
+        try:
+            return super().get(request)
+        except (SuspiciousOperation, ProviderUnavailable, requests.RequestException) as exc:
+            return _failed(request, exc)
+
+    def login_failure(self):
+        error = self.request.GET.get("error")
+        return _failed(self.request, f"the provider answered {error}" if error else "no active user came of it")

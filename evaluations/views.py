@@ -1,0 +1,207 @@
+import csv
+import json
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.text import slugify
+from django.views.decorators.http import require_POST
+
+from accounts import audit
+from accounts.access import can_edit, can_view, get_editable_or_404, get_visible_or_404
+from datasets import imaging, rules
+from evaluations import core
+from evaluations.forms import EvaluationForm
+from evaluations.models import Evaluation
+from training.inference import image_options
+from training.models import Experiment
+
+PAGE_SIZE = 48
+TOP_PER_CLASS = 8
+MISTAKES = 24
+
+
+def evaluation_new(request, pk):
+    experiment = get_visible_or_404(Experiment.objects.select_related("dataset"), request.user, pk=pk)
+    if request.method == "POST":
+        form = EvaluationForm(request.POST, request.FILES, experiment=experiment, user=request.user)
+        if form.is_valid():
+            return redirect(form.create())
+    else:
+        form = EvaluationForm(experiment=experiment, user=request.user)
+    ctx = {"experiment": experiment, "form": form}
+    return render(request, "evaluations/new.html", ctx)
+
+
+def evaluation_detail(request, pk):
+    evaluation = _visible(request, pk)
+    ctx = {"evaluation": evaluation, "can_edit": can_edit(request.user, evaluation)}
+    if evaluation.status == Evaluation.Status.DONE:
+        ctx.update(_report(evaluation))
+    return render(request, "evaluations/detail.html", ctx)
+
+
+def evaluation_images(request, pk):
+    """The images of one confusion-matrix cell, surest first, a page at a time."""
+    evaluation = _visible(request, pk)
+    if evaluation.status != Evaluation.Status.DONE:
+        raise Http404("This evaluation has no results yet.")
+    classes = evaluation.results["labels"]
+    try:
+        true, predicted = (int(request.GET.get(name, "")) for name in ("true", "predicted"))
+    except ValueError:
+        return HttpResponseBadRequest("Give the cell as ?true=<class number>&predicted=<class number>.")
+    if not (0 <= true < len(classes) and 0 <= predicted < len(classes)):
+        return HttpResponseBadRequest(f"Class numbers go from 0 to {len(classes) - 1}.")
+    rows, names = evaluation.rows(), evaluation.names()
+    page = Paginator(core.cell(rows, true, predicted).tolist(), PAGE_SIZE).get_page(request.GET.get("page"))
+    ctx = {
+        "evaluation": evaluation,
+        "true_label": classes[true],
+        "predicted_label": classes[predicted],
+        "true": true,
+        "predicted": predicted,
+        "page": page,
+        "images": [_entry(evaluation, rows, names, classes, i) for i in page.object_list],
+    }
+    return render(request, "evaluations/images.html", ctx)
+
+
+def evaluation_image(request, pk, row):
+    """One evaluated image as the network saw it. Only an image the evaluation recorded, by
+    its row: a stored image of the split, or a file the job classified."""
+    evaluation = _visible(request, pk)
+    if evaluation.status != Evaluation.Status.DONE or not 0 <= row < evaluation.results.get("count", 0):
+        raise Http404("No such image in this evaluation.")
+    dataset = evaluation.experiment.dataset
+    if evaluation.source == Evaluation.Source.SPLIT:
+        if not can_view(request.user, dataset):
+            raise Http404("No such image in this evaluation.")
+        png = imaging.StoredSplit(dataset.directory, evaluation.split).png(row)
+    else:
+        path = evaluation.names()["paths"][row]
+        try:
+            real = rules.resolve_import_path(path, allowed=[evaluation.directory])
+            png = imaging.encode_image(imaging.load_image(real, **image_options(dataset)))
+        except imaging.ImagingError:
+            raise Http404("This image is no longer readable.") from None
+    response = HttpResponse(png, content_type="image/png")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+def evaluation_csv(request, pk):
+    return results_csv(_visible(request, pk))
+
+
+def evaluation_json(request, pk):
+    evaluation = _finished(_visible(request, pk))
+    body = json.dumps(list(core.records(evaluation.rows(), evaluation.names(), evaluation.results["labels"])))
+    response = HttpResponse(body, content_type="application/json")
+    response["Content-Disposition"] = f'attachment; filename="{_filename(evaluation)}.json"'
+    return response
+
+
+def results_csv(evaluation):
+    """Every row as CSV, streamed: path, true label, the top 5 with probabilities."""
+    evaluation = _finished(evaluation)
+
+    class Echo:
+        def write(self, value):
+            return value
+
+    writer = csv.writer(Echo())
+    records = core.records(evaluation.rows(), evaluation.names(), evaluation.results["labels"])
+    lines = (writer.writerow(line) for line in _with_header(records))
+    response = StreamingHttpResponse(lines, content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="{_filename(evaluation)}.csv"'
+    return response
+
+
+@require_POST
+def evaluation_delete(request, pk):
+    evaluation = get_editable_or_404(Evaluation.objects.select_related("experiment"), request.user, pk=pk)
+    if evaluation.status == Evaluation.Status.RUNNING:
+        messages.error(request, "This evaluation is running; wait for it to finish.")
+        return redirect(evaluation)
+    experiment = evaluation.experiment
+    audit.record(audit.Action.DELETED, user=request.user, obj=evaluation, request=request)
+    evaluation.delete()
+    messages.success(request, "The evaluation was deleted.")
+    return redirect(experiment)
+
+
+def _with_header(records):
+    yield core.csv_header()
+    for record in records:
+        yield core.csv_row(record)
+
+
+def _visible(request, pk):
+    return get_visible_or_404(Evaluation.objects.select_related("experiment__dataset", "owner"), request.user, pk=pk)
+
+
+def _finished(evaluation):
+    if evaluation.status != Evaluation.Status.DONE:
+        raise Http404("This evaluation has no results yet.")
+    return evaluation
+
+
+def _filename(evaluation):
+    return f"{slugify(evaluation.experiment.name) or 'experiment'}-evaluation-{evaluation.pk}"
+
+
+def _entry(evaluation, rows, names, classes, i):
+    label = int(rows.labels[i])
+    return {
+        "row": i,
+        "name": names["names"][i],
+        "true": classes[label] if label >= 0 else names["given"][i],
+        "correct": label == int(rows.top_indices[i, 0]),
+        "top": [
+            (classes[int(c)], 100 * float(p))
+            for c, p in zip(rows.top_indices[i, :3], rows.top_probabilities[i, :3], strict=True)
+        ],
+        "url": reverse("evaluation-image", args=[evaluation.pk, i]),
+    }
+
+
+def _report(evaluation):
+    results = evaluation.results
+    classes = results["labels"]
+    rows, names = evaluation.rows(), evaluation.names()
+    gallery = reverse("evaluation-images", args=[evaluation.pk])
+    heat = []
+    for i, counts in enumerate(results["confusion"]):
+        total = sum(counts) or 1
+        heat.append(
+            {
+                "label": classes[i],
+                "total": sum(counts),
+                "cells": [
+                    {
+                        "count": count,
+                        "share": count / total,
+                        "alpha": f"{0.08 + 0.92 * count / total:.2f}" if count else "0",
+                        "dark": count / total > 0.5,
+                        "url": f"{gallery}?true={i}&predicted={j}",
+                        "predicted": classes[j],
+                        "diagonal": i == j,
+                    }
+                    for j, count in enumerate(counts)
+                ],
+            }
+        )
+    top = core.top_per_class(rows, classes, TOP_PER_CLASS)
+    return {
+        "classes": classes,
+        "heat": heat,
+        "top_per_class": [
+            (classes[c], [_entry(evaluation, rows, names, classes, int(i)) for i in found])
+            for c, found in enumerate(top)
+        ],
+        "mistakes": [_entry(evaluation, rows, names, classes, int(i)) for i in core.confident_mistakes(rows, MISTAKES)],
+        "heat_json": {"labels": classes},
+    }

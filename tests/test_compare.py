@@ -1,0 +1,185 @@
+"""Experiments compared: the console's ticks, the page's settings with their differences,
+the metrics and curves side by side — only for experiments the viewer may see — and the
+page itself in Chromium."""
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+
+from accounts.models import User, Visibility
+from tests.browser import browser_page, platform_server, shot  # noqa: F401 - platform_server is a fixture
+from tests.factories import make_dataset, make_experiment
+from training.models import EpochMetric
+
+COMPARE = reverse("experiment-compare")
+
+
+def with_curve(experiment, losses, accuracies, rates, seconds=10.0):
+    """Epochs 1..n after the one make_experiment wrote, each `seconds` long."""
+    start = experiment.metrics.get().created
+    EpochMetric.objects.filter(experiment=experiment).delete()
+    for epoch, (loss, accuracy, rate) in enumerate(zip(losses, accuracies, rates, strict=True), start=1):
+        row = EpochMetric.objects.create(
+            experiment=experiment, epoch=epoch, train_loss=loss, val_loss=loss + 0.1, val_accuracy=accuracy,
+            learning_rate=rate, seconds=seconds,
+        )  # fmt: skip
+        EpochMetric.objects.filter(pk=row.pk).update(created=start + timedelta(seconds=epoch * seconds))
+    experiment.started = start
+    experiment.save(update_fields=["started"])
+    return experiment
+
+
+@pytest.fixture
+def pair(alice, team):
+    dataset = make_dataset(alice, visibility=Visibility.TEAM, team=team)
+    slow = make_experiment(alice, dataset, name="slow sgd", visibility=Visibility.TEAM, team=team, learning_rate=0.01)
+    fast = make_experiment(
+        alice, dataset, name="fast adam", visibility=Visibility.TEAM, team=team, learning_rate=0.1, solver="adam",
+        options={"augmentation": {"flip": "fliplr"}},
+    )  # fmt: skip
+    with_curve(slow, [2.0, 1.5, 1.2], [0.4, 0.55, 0.6], [0.01, 0.01, 0.01], seconds=10)
+    with_curve(fast, [1.5, 0.9, 1.0], [0.6, 0.8, 0.75], [0.1, 0.1, 0.1], seconds=4)
+    return slow, fast
+
+
+def ids(*experiments):
+    return {"ids": ",".join(str(e.pk) for e in experiments)}
+
+
+def no_inline_scripts(html):
+    return all("src=" in tag for tag in re.findall(r"<script[^>]*>", html) if "json" not in tag)
+
+
+def test_it_sets_the_settings_side_by_side_and_marks_the_differences(client, alice, pair):
+    slow, fast = pair
+    client.force_login(alice)
+    response = client.get(COMPARE, ids(slow, fast))
+    assert response.status_code == 200
+    rows = {row["key"]: row for row in response.context["settings_rows"]}
+    assert rows["learning_rate"]["values"] == ["0.01", "0.1"] and rows["learning_rate"]["differs"]
+    assert rows["solver"]["values"] == ["sgd", "adam"] and rows["solver"]["differs"]
+    assert rows["augmentation.flip"]["values"] == ["none", "fliplr"] and rows["augmentation.flip"]["differs"]
+    assert rows["augmentation.flip"]["label"] == "Flipping"  # the form's own label
+    assert rows["epochs"]["values"] == ["2", "2"] and not rows["epochs"]["differs"]
+    assert rows["dataset"]["values"] == [slow.dataset.name] * 2
+    assert rows["weight_decay"]["values"] == ["0.0001 (learning rate / 100)", "0.001 (learning rate / 100)"]
+    assert rows["lr_policy.policy"]["label"] == "Learning rate policy"
+    assert {row["key"] for row in rows.values() if row["differs"]} == {
+        "learning_rate", "solver", "augmentation.flip", "weight_decay"
+    }  # fmt: skip
+    html = response.content.decode()
+    assert re.search(r'<tr data-setting="solver" class="differs">', html)
+    assert re.search(r'<tr data-setting="epochs">', html)
+    assert no_inline_scripts(html)
+
+
+def test_it_sets_final_and_best_metrics_side_by_side_with_the_curves(client, alice, pair):
+    slow, fast = pair
+    client.force_login(alice)
+    response = client.get(COMPARE, ids(slow, fast))
+    metrics = {row["key"]: row["cells"] for row in response.context["metric_rows"]}
+    assert [c["text"] for c in metrics["train_loss"]] == ["1.2000", "1.0000"]
+    assert [c["best"] for c in metrics["train_loss"]] == [False, True]
+    assert [c["text"] for c in metrics["best_val_accuracy"]] == ["60.00% (epoch 3)", "80.00% (epoch 2)"]
+    assert [c["text"] for c in metrics["val_accuracy"]] == ["60.00%", "75.00%"]
+    assert [c["text"] for c in metrics["seconds"]] == ["30.0 s", "12.0 s"]
+    curves = response.context["curves"]
+    assert [c["name"] for c in curves] == ["slow sgd", "fast adam"]
+    assert [(p["epoch"], p["wall"], p["learning_rate"]) for p in curves[1]["points"]] == [
+        (1, 4.0, 0.1), (2, 8.0, 0.1), (3, 12.0, 0.1)
+    ]  # fmt: skip
+
+
+def test_owner_and_team_member_compare_an_outsider_gets_404(client, alice, bob, charlie, pair):
+    for user, status in ((alice, 200), (bob, 200), (charlie, 404)):
+        client.force_login(user)
+        assert client.get(COMPARE, ids(*pair)).status_code == status, user
+
+
+def test_hidden_ids_are_left_out_silently(client, alice, bob, pair):
+    slow, fast = pair
+    secret = make_experiment(alice, name="alice's secret")
+    client.force_login(bob)
+    response = client.get(COMPARE, {"ids": f"{slow.pk},{secret.pk},{fast.pk},99999"})
+    assert response.status_code == 200
+    assert [e.name for e in response.context["experiments"]] == ["slow sgd", "fast adam"]
+    assert "alice's secret" not in response.content.decode()
+
+    # One left: a plain message, no charts; none left: as if nothing were there.
+    alone = client.get(COMPARE, {"ids": f"{slow.pk},{secret.pk}"})
+    assert alone.status_code == 200
+    assert "Pick at least two experiments to compare" in alone.content.decode()
+    assert "curves-data" not in alone.content.decode()
+    assert client.get(COMPARE, {"ids": f"{secret.pk},99999"}).status_code == 404
+
+
+def test_ids_that_are_not_numbers_are_a_plain_400(client, alice):
+    client.force_login(alice)
+    for query in ({"ids": "1,two"}, {}, {"ids": ""}):
+        response = client.get(COMPARE, query)
+        assert response.status_code == 400
+        assert "by their numbers, separated by commas" in response.content.decode()
+
+
+def test_the_console_ticks_what_may_be_compared_without_its_script_too(client, alice, charlie, pair):
+    slow, fast = pair
+    client.force_login(alice)
+    console = client.get(reverse("console")).content.decode()
+    for experiment in pair:
+        assert f'name="ids" value="{experiment.pk}" form="compare-form"' in console
+    assert f'action="{COMPARE}"' in console and "js/console.js" in console
+    assert no_inline_scripts(console)
+    # The form's plain submission repeats `ids`: the page takes that as well.
+    response = client.get(COMPARE, {"ids": [slow.pk, fast.pk]})
+    assert [e.name for e in response.context["experiments"]] == ["slow sgd", "fast adam"]
+    client.force_login(charlie)
+    assert f'value="{slow.pk}" form="compare-form"' not in client.get(reverse("console")).content.decode()
+
+
+def test_the_sweep_page_draws_with_the_same_shared_script(client, alice):
+    from training.models import Sweep
+
+    sweep = Sweep.objects.create(name="lr sweep", owner=alice)
+    make_experiment(alice, sweep=sweep)
+    client.force_login(alice)
+    html = client.get(sweep.get_absolute_url()).content.decode()
+    assert "js/curves.js" in html and "js/sweep.js" in html and no_inline_scripts(html)
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_compare_page_in_chromium(platform_server, monkeypatch):  # noqa: F811
+    from playwright.sync_api import expect
+
+    viewer = User.objects.create_user("alice", password="alice-password")
+    slow, fast = (
+        with_curve(make_experiment(viewer, name="slow sgd", learning_rate=0.01), [2.0, 1.5, 1.2], [0.4, 0.55, 0.6],
+                   [0.01, 0.01, 0.005], seconds=10),
+        with_curve(make_experiment(viewer, name="fast adam", learning_rate=0.1, solver="adam"), [1.5, 0.9, 1.0],
+                   [0.6, 0.8, 0.75], [0.1, 0.1, 0.1], seconds=4),
+    )  # fmt: skip
+    with browser_page(monkeypatch) as page:
+        page.goto(platform_server + "/accounts/login/")
+        page.fill("#id_username", "alice")
+        page.fill("#id_password", "alice-password")
+        page.click("button[type=submit]")
+        expect(page.locator("#compare-form button")).to_be_disabled()
+        page.check(f'input[value="{slow.pk}"][form="compare-form"]')
+        page.check(f'input[value="{fast.pk}"][form="compare-form"]')
+        page.click("#compare-form button")
+        # The console lists the newest first, and so does the page.
+        page.wait_for_url(re.compile(rf"/experiments/compare/\?ids={fast.pk},{slow.pk}$"))
+        expect(page.locator("#settings tr.differs")).to_have_count(3)  # learning rate, solver, weight decay
+        lines = (
+            "Array.from(document.querySelectorAll('canvas[data-curve]'), c => Chart.getChart(c).data.datasets.length)"
+        )
+        assert page.evaluate(lines) == [2, 2, 2, 2]
+        page.check('input[name="x-axis"][value="wall"]')
+        chart = "Chart.getChart(document.querySelector('canvas[data-curve=train_loss]'))"
+        wall = f"{chart}.data.datasets.map(d => d.data.map(p => p.x))"
+        assert page.evaluate(wall) == [[4, 8, 12], [10, 20, 30]]
+        shot(page, "compare")
+        page.check("#only-differences")
+        expect(page.locator("#settings tbody tr:visible")).to_have_count(3)

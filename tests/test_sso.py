@@ -1,0 +1,447 @@
+"""Single sign-on against real servers the tests start: an OpenID provider
+(oidc-provider-mock, its own process: real discovery, real RS256-signed tokens from its
+own key) and Debian's slapd with a small directory; plus the password fallback's
+LOCAL_LOGIN switch and rate limit.
+
+The browser's side of the OpenID flow is the Django test client for the platform and
+`requests` for the provider, following each redirect by hand so every hop is checked.
+"""
+
+import base64
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import jwt
+import pytest
+import requests
+from cryptography.hazmat.primitives.asymmetric import rsa
+from django.core.exceptions import SuspiciousOperation
+
+from accounts import oidc
+from accounts.models import FailedLogin, Membership, Source, Team, User
+from tests.browser import free_port
+from tests.conftest import ROOT
+
+CLIENT_ID = "platform"
+
+
+def wait_until_answers(url, process, what):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"{what} exited with {process.returncode}")
+        try:
+            if requests.get(url, timeout=1).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"{what} did not answer at {url}")
+
+
+# --- OpenID Connect ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def provider(tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("oidc") / "provider.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+    )
+    issuer = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_answers(f"{issuer}/.well-known/openid-configuration", process, "the OpenID provider")
+        yield issuer
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def sso(provider, settings, db):
+    settings.OIDC_ISSUER = provider
+    settings.OIDC_RP_CLIENT_ID = CLIENT_ID
+    settings.OIDC_RP_CLIENT_SECRET = "platform-secret"
+    settings.OIDC_NAME = "Example Corp"
+    return provider
+
+
+def set_claims(provider, sub, **claims):
+    response = requests.put(f"{provider}/users/{sub}", json=claims, timeout=5)
+    assert response.status_code == 204, response.text
+
+
+def log_in_at_provider(client, sub, next_url=None):
+    """The whole code flow; returns the platform's answer to the callback."""
+    start = client.get("/accounts/oidc/start/", {"next": next_url} if next_url else {})
+    assert start.status_code == 302
+    authorize = start["Location"]
+    # The provider signs the user in (its form's "sub" field) and sends the browser back.
+    answer = requests.post(authorize, data={"sub": sub}, allow_redirects=False, timeout=5)
+    assert answer.status_code == 302, answer.text
+    back = urlsplit(answer.headers["Location"])
+    assert back.path == "/accounts/oidc/callback/"
+    return client.get(back.path, parse_qs(back.query))
+
+
+def teams_of(user):
+    return {m.team.name: (m.role, m.source) for m in user.memberships.select_related("team")}
+
+
+def test_the_login_page_offers_the_organisation_when_configured(client, sso, settings):
+    assert "Log in with Example Corp" in client.get("/accounts/login/").content.decode()
+    settings.OIDC_ISSUER = ""
+    assert "Log in with" not in client.get("/accounts/login/").content.decode()
+    assert client.get("/accounts/oidc/start/").status_code == 404
+
+
+def test_it_sends_the_browser_with_pkce_state_and_nonce(client, sso):
+    start = client.get("/accounts/oidc/start/")
+    location = urlsplit(start["Location"])
+    # The endpoint came from the provider's discovery document.
+    discovered = requests.get(f"{sso}/.well-known/openid-configuration", timeout=5).json()
+    assert f"{location.scheme}://{location.netloc}{location.path}" == discovered["authorization_endpoint"]
+    params = {k: v[0] for k, v in parse_qs(location.query).items()}
+    assert params["client_id"] == CLIENT_ID
+    assert params["code_challenge_method"] == "S256"
+    assert len(params["code_challenge"]) >= 43
+    assert len(params["state"]) >= 32 and len(params["nonce"]) >= 32
+    assert params["redirect_uri"] == "http://testserver/accounts/oidc/callback/"
+
+
+def test_it_logs_in_creating_the_user_and_the_teams(client, sso):
+    set_claims(
+        sso, "olga-sub", preferred_username="olga", email="olga@example.org", given_name="Olga",
+        groups=["vision", "audio:admin"],
+    )  # fmt: skip
+    answer = log_in_at_provider(client, "olga-sub", next_url="/datasets/new/")
+    assert answer.status_code == 302 and answer["Location"] == "/datasets/new/"
+    olga = User.objects.get(username="olga")
+    assert (olga.email, olga.first_name, olga.has_usable_password()) == ("olga@example.org", "Olga", False)
+    assert teams_of(olga) == {
+        "vision": (Membership.Role.MEMBER, Source.OIDC),
+        "audio": (Membership.Role.ADMIN, Source.OIDC),
+    }
+    assert set(Team.objects.filter(name__in=["vision", "audio"]).values_list("source", flat=True)) == {Source.OIDC}
+    assert client.get("/").status_code == 200  # logged in: the console answers
+
+
+def test_a_directory_account_cannot_become_a_local_superuser_of_the_same_name(client, sso):
+    User.objects.create_superuser("root", password="break-glass-password")
+    set_claims(sso, "root-sub", preferred_username="root", groups=["vision"])
+    log_in_at_provider(client, "root-sub")
+    assert client.get("/").status_code == 302  # not logged in
+    assert not Team.objects.filter(name="vision").exists()
+
+
+def test_a_group_removed_at_the_provider_is_gone_at_the_next_login(client, sso):
+    set_claims(sso, "piotr-sub", preferred_username="piotr", groups=["vision", "robots:admin"])
+    log_in_at_provider(client, "piotr-sub")
+    piotr = User.objects.get(username="piotr")
+    # A membership made on the platform, in a team of the platform's own.
+    local = Team.objects.create(name="Reading group")
+    Membership.objects.create(user=piotr, team=local)
+
+    client.logout()
+    set_claims(sso, "piotr-sub", preferred_username="piotr", groups=["robots"])
+    assert log_in_at_provider(client, "piotr-sub").status_code == 302
+    assert teams_of(piotr) == {
+        "robots": (Membership.Role.MEMBER, Source.OIDC),  # no longer admin
+        "Reading group": (Membership.Role.MEMBER, Source.LOCAL),
+    }
+    assert Team.objects.filter(name="vision").exists()  # the team stays; only the membership went
+
+
+def test_a_callback_with_an_unknown_state_is_refused(client, sso):
+    set_claims(sso, "quinn-sub", preferred_username="quinn")
+    start = client.get("/accounts/oidc/start/")
+    answer = requests.post(start["Location"], data={"sub": "quinn-sub"}, allow_redirects=False, timeout=5)
+    query = parse_qs(urlsplit(answer.headers["Location"]).query)
+    query["state"] = ["forged-state"]
+    refused = client.get("/accounts/oidc/callback/", query, follow=True)
+    assert "Logging in with Example Corp did not work" in refused.content.decode()
+    assert not User.objects.filter(username="quinn").exists()
+
+
+def real_id_token(provider, client_id, sub, nonce):
+    """An ID token the provider signed for `client_id`, by the code flow without a browser."""
+    discovered = requests.get(f"{provider}/.well-known/openid-configuration", timeout=5).json()
+    redirect_uri = "http://rp.invalid/callback"
+    params = {
+        "response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
+        "scope": "openid email profile", "state": "s", "nonce": nonce,
+    }  # fmt: skip
+    answer = requests.post(
+        discovered["authorization_endpoint"], params=params, data={"sub": sub}, allow_redirects=False, timeout=5
+    )
+    code = parse_qs(urlsplit(answer.headers["Location"]).query)["code"][0]
+    tokens = requests.post(
+        discovered["token_endpoint"],
+        data={
+            "grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
+            "client_id": client_id, "client_secret": "any",
+        },
+        timeout=5,
+    )  # fmt: skip
+    tokens.raise_for_status()
+    return tokens.json()["id_token"]
+
+
+def test_the_verifier_accepts_the_providers_token_for_this_client(sso):
+    token = real_id_token(sso, CLIENT_ID, "rosa-sub", "n-1")
+    claims = oidc.DirectoryOIDCBackend().verify_token(token, nonce="n-1")
+    assert (claims["sub"], claims["aud"], claims["iss"]) == ("rosa-sub", [CLIENT_ID], sso)
+
+
+def test_the_verifier_refuses_a_token_for_another_client(sso):
+    token = real_id_token(sso, "some-other-app", "rosa-sub", "n-1")
+    with pytest.raises(SuspiciousOperation, match="Audience doesn't match"):
+        oidc.DirectoryOIDCBackend().verify_token(token, nonce="n-1")
+
+
+def test_the_verifier_refuses_another_nonce(sso):
+    token = real_id_token(sso, CLIENT_ID, "rosa-sub", "n-1")
+    with pytest.raises(SuspiciousOperation, match="Nonce"):
+        oidc.DirectoryOIDCBackend().verify_token(token, nonce="n-2")
+
+
+def test_the_verifier_refuses_a_token_whose_claims_were_changed(sso):
+    header, payload, signature = real_id_token(sso, CLIENT_ID, "rosa-sub", "n-1").split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["sub"] = "someone-else"
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    with pytest.raises(SuspiciousOperation, match="Signature verification failed"):
+        oidc.DirectoryOIDCBackend().verify_token(f"{header}.{forged}.{signature}", nonce="n-1")
+
+
+def test_the_verifier_refuses_a_token_signed_with_another_key(sso):
+    genuine = real_id_token(sso, CLIENT_ID, "rosa-sub", "n-1")
+    claims = jwt.decode(genuine, options={"verify_signature": False})
+    # The same header (so the verifier takes the provider's key), signed with a key of our own.
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    header = jwt.get_unverified_header(genuine)
+    forged = jwt.encode(claims, other_key, algorithm="RS256", headers={k: v for k, v in header.items() if k == "kid"})
+    with pytest.raises(SuspiciousOperation, match="Signature verification failed"):
+        oidc.DirectoryOIDCBackend().verify_token(forged, nonce="n-1")
+
+
+def test_a_provider_that_does_not_answer_sends_back_to_the_login_page(client, settings, db):
+    settings.OIDC_ISSUER = f"http://127.0.0.1:{free_port()}"
+    settings.OIDC_RP_CLIENT_ID = CLIENT_ID
+    settings.OIDC_NAME = "Example Corp"
+    answer = client.get("/accounts/oidc/start/", follow=True)
+    assert answer.status_code == 200
+    assert "Logging in with Example Corp did not work" in answer.content.decode()
+
+
+# --- LDAP --------------------------------------------------------------------------------
+
+BASE = "dc=example,dc=org"
+DIRECTORY = f"""\
+dn: {BASE}
+objectClass: dcObject
+objectClass: organization
+dc: example
+o: Example
+
+dn: ou=people,{BASE}
+objectClass: organizationalUnit
+ou: people
+
+dn: ou=groups,{BASE}
+objectClass: organizationalUnit
+ou: groups
+
+dn: cn=platform,{BASE}
+objectClass: applicationProcess
+objectClass: simpleSecurityObject
+cn: platform
+userPassword: platform-bind-secret
+
+dn: uid=sven,ou=people,{BASE}
+objectClass: inetOrgPerson
+uid: sven
+cn: Sven Berg
+givenName: Sven
+sn: Berg
+mail: sven@example.org
+userPassword: sven-ldap-password
+
+dn: uid=tove,ou=people,{BASE}
+objectClass: inetOrgPerson
+uid: tove
+cn: Tove Lind
+sn: Lind
+userPassword: tove-ldap-password
+
+dn: cn=vision,ou=groups,{BASE}
+objectClass: groupOfNames
+cn: vision
+member: uid=sven,ou=people,{BASE}
+member: uid=tove,ou=people,{BASE}
+
+dn: cn=audio:admin,ou=groups,{BASE}
+objectClass: groupOfNames
+cn: audio:admin
+member: uid=sven,ou=people,{BASE}
+"""
+
+
+@pytest.fixture(scope="module")
+def directory(tmp_path_factory):
+    """slapd on a free port, with the directory above loaded by slapadd."""
+    slapd = shutil.which("slapd") or "/usr/sbin/slapd"
+    slapadd = shutil.which("slapadd") or "/usr/sbin/slapadd"
+    folder = tmp_path_factory.mktemp("slapd")
+    (folder / "data").mkdir()
+    config = folder / "slapd.conf"
+    config.write_text(
+        textwrap.dedent(f"""\
+        include /etc/ldap/schema/core.schema
+        include /etc/ldap/schema/cosine.schema
+        include /etc/ldap/schema/inetorgperson.schema
+        modulepath /usr/lib/ldap
+        moduleload back_mdb
+        pidfile {folder}/slapd.pid
+        database mdb
+        suffix "{BASE}"
+        rootdn "cn=root,{BASE}"
+        rootpw root-secret
+        directory {folder}/data
+        access to attrs=userPassword by anonymous auth by * none
+        access to * by users read by * none
+        """)
+    )
+    (folder / "directory.ldif").write_text(DIRECTORY)
+    subprocess.run([slapadd, "-f", config, "-l", folder / "directory.ldif"], check=True, capture_output=True)
+    port = free_port()
+    log = open(folder / "slapd.log", "w")
+    # -d keeps slapd in the foreground, so the test owns the process it started.
+    process = subprocess.Popen(
+        [slapd, "-f", config, "-h", f"ldap://127.0.0.1:{port}/", "-d", "0"], stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        import ldap
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                connection = ldap.initialize(f"ldap://127.0.0.1:{port}")
+                connection.simple_bind_s(f"cn=platform,{BASE}", "platform-bind-secret")
+                break
+            except ldap.SERVER_DOWN:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"slapd did not start; see {folder / 'slapd.log'}")
+                time.sleep(0.1)
+        yield f"ldap://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def ldap_login(directory, settings, db):
+    settings.LDAP_SERVER_URI = directory
+    settings.LDAP_BIND_DN = f"cn=platform,{BASE}"
+    settings.LDAP_BIND_PASSWORD = "platform-bind-secret"
+    settings.LDAP_USER_SEARCH_BASE = f"ou=people,{BASE}"
+    settings.LDAP_GROUP_SEARCH_BASE = f"ou=groups,{BASE}"
+    return directory
+
+
+def post_login(client, username, password, **extra):
+    return client.post("/accounts/login/", {"username": username, "password": password}, **extra)
+
+
+def test_ldap_login_makes_groups_teams(client, ldap_login):
+    answer = post_login(client, "sven", "sven-ldap-password")
+    assert answer.status_code == 302 and answer["Location"] == "/"
+    sven = User.objects.get(username="sven")
+    assert (sven.email, sven.first_name, sven.last_name) == ("sven@example.org", "Sven", "Berg")
+    assert teams_of(sven) == {
+        "vision": (Membership.Role.MEMBER, Source.LDAP),
+        "audio": (Membership.Role.ADMIN, Source.LDAP),
+    }
+    assert Team.objects.get(name="vision").source == Source.LDAP
+
+
+def test_ldap_drops_a_membership_the_directory_no_longer_lists(client, ldap_login):
+    tove = User.objects.create_user("tove")
+    Membership.objects.create(user=tove, team=Team.objects.create(name="audio", source=Source.LDAP), source=Source.LDAP)
+    assert post_login(client, "tove", "tove-ldap-password").status_code == 302
+    assert teams_of(tove) == {"vision": (Membership.Role.MEMBER, Source.LDAP)}
+
+
+def test_ldap_cannot_log_in_as_a_local_superuser_of_the_same_name(client, ldap_login):
+    User.objects.create_superuser("sven", password="local-break-glass")
+    assert post_login(client, "sven", "sven-ldap-password").status_code == 200
+    assert client.get("/").status_code == 302
+    assert not Team.objects.filter(name="vision").exists()
+
+
+def test_ldap_refuses_a_wrong_password(client, ldap_login):
+    answer = post_login(client, "sven", "not-his-password")
+    assert answer.status_code == 200
+    assert "Please enter a correct username and password" in answer.content.decode()
+    assert not User.objects.filter(username="sven").exists()
+    assert FailedLogin.objects.filter(username="sven").count() == 1
+
+
+# --- The platform's own passwords ----------------------------------------------------------
+
+
+def test_local_login_off_refuses_a_users_password(client, alice, settings):
+    settings.LOCAL_LOGIN = False
+    page = client.get("/accounts/login/").content.decode()
+    assert "Administrator login" in page
+    answer = post_login(client, "alice", "alice-password")
+    assert answer.status_code == 200
+    assert "passwords here are only for administrators" in answer.content.decode()
+    assert client.get("/").status_code == 302  # still a stranger
+
+
+def test_local_login_off_still_admits_a_superuser(client, db, settings):
+    settings.LOCAL_LOGIN = False
+    User.objects.create_superuser("root", password="break-glass-password")
+    answer = post_login(client, "root", "break-glass-password")
+    assert answer.status_code == 302 and answer["Location"] == "/"
+    assert client.get("/").status_code == 200
+
+
+def test_too_many_failures_lock_the_account(client, alice, settings):
+    for attempt in range(settings.LOGIN_FAILURES_PER_ACCOUNT):
+        # Each from another address: the account's own count is what locks it.
+        post_login(client, "alice", "guess", REMOTE_ADDR=f"192.0.2.{attempt + 1}")
+    answer = post_login(client, "alice", "alice-password", REMOTE_ADDR="198.51.100.7")
+    assert answer.status_code == 200
+    assert "Too many failed attempts for this account; try again in 5 minutes." in answer.content.decode()
+    assert client.get("/").status_code == 302
+    # Another account is not affected.
+    User.objects.create_user("dora", password="dora-password")
+    assert post_login(client, "dora", "dora-password", REMOTE_ADDR="198.51.100.7").status_code == 302
+
+
+def test_too_many_failures_from_one_address_lock_it(client, alice, settings):
+    settings.LOGIN_FAILURES_PER_ADDRESS = 3
+    for name in ("ann", "ben", "cai"):
+        post_login(client, name, "guess", REMOTE_ADDR="203.0.113.9")
+    answer = post_login(client, "alice", "alice-password", REMOTE_ADDR="203.0.113.9")
+    assert "Too many failed attempts from your address; try again in 5 minutes." in answer.content.decode()
+    assert post_login(client, "alice", "alice-password", REMOTE_ADDR="203.0.113.10").status_code == 302
+
+
+def test_the_admin_login_is_rate_limited_too(client, db, settings):
+    User.objects.create_superuser("root", password="break-glass-password")
+    for _ in range(settings.LOGIN_FAILURES_PER_ACCOUNT):
+        client.post("/admin/login/", {"username": "root", "password": "guess"})
+    answer = client.post("/admin/login/", {"username": "root", "password": "break-glass-password"})
+    assert "Too many failed attempts for this account" in answer.content.decode()
