@@ -10,7 +10,9 @@ Who may read the log: superusers all of it, a team's admins that team's entries
 
 import contextvars
 
+from django.conf import settings
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
+from django.contrib.auth import BACKEND_SESSION_KEY
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.contrib.contenttypes.models import ContentType
 from django.db.models.signals import post_save
@@ -115,7 +117,9 @@ def membership_changed(action, membership, *, user=None, detail="", actor_name=N
 
 @receiver(user_logged_in)
 def _logged_in(sender, request, user, **kwargs):
-    method = LOGIN_METHODS.get(getattr(user, "backend", ""), "password")
+    # login() keeps the backend that let the user in in the session.
+    backend = request.session.get(BACKEND_SESSION_KEY) if request is not None else getattr(user, "backend", "")
+    method = LOGIN_METHODS.get(backend, "password")
     record(Action.LOGIN, user=user, obj=user, request=request, detail=method)
 
 
@@ -130,9 +134,8 @@ def _login_failed(sender, credentials, request=None, **kwargs):
     username = credentials.get("username")
     if not username:
         return  # an OpenID Connect callback: accounts.oidc reports its own failures
-    from accounts import ldap  # python-ldap is loaded only where a login is tried
-
-    method = "password or LDAP" if ldap.configured() else "password"
+    # With LDAP configured, the form's password may have been meant for either.
+    method = "password or LDAP" if settings.LDAP_SERVER_URI else "password"
     record(Action.LOGIN_FAILED, request=request, actor_name=username, detail=method)
 
 

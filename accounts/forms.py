@@ -9,7 +9,7 @@ from accounts.access import (
     teams_for,
     widest_visibility,
 )
-from accounts.models import Visibility
+from accounts.models import AuditEntry, Team, Visibility
 
 # What the settings of anything owned change after it was made.
 SETTINGS_FIELDS = ["name", "visibility", "team"]
@@ -92,3 +92,33 @@ def check_sharing(form, cleaned, sources, made_from_it=()):
     )
     if problem:
         form.add_error("visibility", problem)
+
+
+# --- API tokens, the audit log's filters ------------------------------------------------------
+
+TOKEN_LIFETIMES = [("", "Never"), ("7", "7 days"), ("30", "30 days"), ("90", "90 days"), ("365", "1 year")]
+
+
+class ApiTokenForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="What the token is for, e.g. “nightly sweep script”.")
+    read_only = forms.BooleanField(required=False, label="Read-only (may read, may not change anything)")
+    expires_in = forms.ChoiceField(choices=TOKEN_LIFETIMES, required=False, label="Expires after")
+
+
+class AuditFilterForm(forms.Form):
+    action = forms.ChoiceField(required=False, choices=[("", "Any action"), *AuditEntry.Action.choices])
+    user = forms.CharField(required=False, max_length=150, help_text="Who did it: a username.")
+    team = forms.ModelChoiceField(required=False, queryset=Team.objects.none(), empty_label="Any team")
+    since = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, label="Until", widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, *args, teams, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["team"].queryset = teams
+
+    def clean(self):
+        cleaned = super().clean()
+        since, until = cleaned.get("since"), cleaned.get("until")
+        if since and until and since > until:
+            self.add_error("until", "The end date comes before the start date.")
+        return cleaned

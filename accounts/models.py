@@ -3,6 +3,7 @@ from django.contrib.auth.models import AbstractUser
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.utils import timezone
+from django.utils.functional import cached_property
 
 
 class Source(models.TextChoices):
@@ -17,6 +18,10 @@ class Source(models.TextChoices):
 class User(AbstractUser):
     def team_ids(self):
         return list(self.memberships.values_list("team_id", flat=True))
+
+    @cached_property
+    def is_team_admin(self):
+        return self.memberships.filter(role=Membership.Role.ADMIN).exists()
 
 
 class Team(models.Model):

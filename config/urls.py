@@ -1,12 +1,15 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from accounts import views as account_views
 from evaluations import views as evaluation_views
 from training import views as training_views
 
 urlpatterns = [
     path("", training_views.console, name="console"),
     path("accounts/", include("accounts.urls")),
+    path("audit/", account_views.audit_log, name="audit-log"),
+    path("teams/", include("accounts.team_urls")),
     path("datasets/", include("datasets.urls")),
     path("experiments/", include("training.urls")),
     path("experiments/<int:pk>/evaluate/", evaluation_views.evaluation_new, name="evaluation-new"),

@@ -1,3 +1,4 @@
+from accounts import tokens
 from accounts.models import Visibility
 from datasets.models import Dataset
 from training.models import EpochMetric, Experiment
@@ -24,3 +25,10 @@ def make_experiment(owner, dataset=None, *, visibility=Visibility.PRIVATE, team=
         experiment=experiment, epoch=1, train_loss=1.5, val_loss=1.2, val_accuracy=0.61, learning_rate=0.01
     )
     return experiment
+
+
+def make_token(user, name="test token", **opts):
+    """A new API token; its secret is on `.key`, as DRF's authtoken had it."""
+    token, secret = tokens.create(user, name, **opts)
+    token.key = secret
+    return token

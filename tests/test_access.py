@@ -5,12 +5,11 @@ alice owns; bob is in her team (a plain member); charlie is not.
 
 import pytest
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 
 from accounts.access import can_edit, can_view
 from accounts.models import Visibility
 from datasets.models import Dataset
-from tests.factories import make_dataset, make_experiment
+from tests.factories import make_dataset, make_experiment, make_token
 from training.forms import data_with_defaults
 from training.models import Experiment
 
@@ -161,7 +160,7 @@ def test_team_visibility_needs_one_of_your_teams(client, charlie, team, mnist_ro
 
 
 def api_client(client, user):
-    token = Token.objects.create(user=user)
+    token = make_token(user)
     client.defaults["HTTP_AUTHORIZATION"] = f"Token {token.key}"
     return client
 

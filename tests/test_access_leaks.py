@@ -18,7 +18,6 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -28,7 +27,7 @@ from datasets.models import Dataset
 from jobs.events import CLOSE_ACCESS_LOST, GroupConsumer
 from tests.browser import browser_page, platform_server, shot  # noqa: F401 - platform_server is a fixture
 from tests.dataset_fixtures import color_folder, fresh_folder  # noqa: F401 - fixtures
-from tests.factories import make_dataset, make_experiment
+from tests.factories import make_dataset, make_experiment, make_token
 from training.forms import data_with_defaults
 from training.models import Experiment, Snapshot
 
@@ -43,7 +42,7 @@ def root(db):
 
 def api(user):
     client = Client()
-    client.defaults["HTTP_AUTHORIZATION"] = f"Token {Token.objects.get_or_create(user=user)[0].key}"
+    client.defaults["HTTP_AUTHORIZATION"] = f"Token {make_token(user).key}"
     return client
 
 

@@ -5,17 +5,16 @@ import json
 
 import pytest
 from django.contrib.staticfiles import finders
-from rest_framework.authtoken.models import Token
 
 from accounts.models import Team, Visibility
 from datasets.models import Dataset
-from tests.factories import make_dataset, make_experiment
+from tests.factories import make_dataset, make_experiment, make_token
 from training.models import Experiment, Snapshot
 
 
 @pytest.fixture
 def api(client, alice):
-    client.defaults["HTTP_AUTHORIZATION"] = f"Token {Token.objects.create(user=alice).key}"
+    client.defaults["HTTP_AUTHORIZATION"] = f"Token {make_token(alice).key}"
     return client
 
 
@@ -163,7 +162,7 @@ def test_every_error_has_one_shape(api, alice, charlie):
     anonymous = api.get("/api/datasets/")
     assert anonymous.status_code == 401
     assert set(anonymous.json()) == {"detail", "errors"}
-    api.defaults["HTTP_AUTHORIZATION"] = f"Token {Token.objects.create(user=charlie).key}"
+    api.defaults["HTTP_AUTHORIZATION"] = f"Token {make_token(charlie).key}"
     assert api.patch(f"/api/experiments/{experiment.pk}/", {}, content_type="application/json").json()["errors"] == {}
 
 
@@ -220,7 +219,7 @@ def test_the_build_and_training_logs_are_paged(api, alice, charlie):
     training = api.get(f"/api/experiments/{experiment.pk}/log/", {"offset": 2}).json()
     assert training["results"][0]["message"] == "train line 2" and training["results"][0]["level"] == "warning"
     assert set(training["results"][0]) == {"level", "message", "time"}
-    api.defaults["HTTP_AUTHORIZATION"] = f"Token {Token.objects.create(user=charlie).key}"
+    api.defaults["HTTP_AUTHORIZATION"] = f"Token {make_token(charlie).key}"
     assert api.get(f"/api/experiments/{experiment.pk}/log/").status_code == 404
 
 

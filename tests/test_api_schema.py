@@ -10,11 +10,10 @@ import schemathesis
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.renderers import OpenApiJsonRenderer
 from hypothesis import HealthCheck, settings
-from rest_framework.authtoken.models import Token
 from schemathesis.checks import not_a_server_error
 
 from config.wsgi import application
-from tests.factories import make_experiment
+from tests.factories import make_experiment, make_token
 
 MAIN_ENDPOINTS = r"^/api/(datasets|experiments)/(\{id\}/((log|abort|resume)/)?)?$"
 
@@ -26,7 +25,7 @@ def experiment(alice):
 
 @pytest.fixture
 def token(alice):
-    return Token.objects.create(user=alice).key
+    return make_token(alice).key
 
 
 def load_schema():

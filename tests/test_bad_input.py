@@ -18,7 +18,6 @@ import optax
 import pytest
 from django.urls import reverse
 from flax import nnx
-from rest_framework.authtoken.models import Token
 from sklearn.datasets import load_digits
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -29,7 +28,7 @@ from datasets.models import Dataset
 from models.networks import build_network, estimate_memory, train_mode
 from tests.browser import free_port
 from tests.conftest import ROOT, subprocess_env
-from tests.factories import make_dataset, make_experiment
+from tests.factories import make_dataset, make_experiment, make_token
 from training import engine, solvers
 from training.engine import LRPolicy, TrainConfig
 from training.forms import MAX_SEED, data_with_defaults
@@ -120,7 +119,7 @@ def test_a_refused_change_is_logged_in_one_line_without_a_traceback(client, bob,
 
 
 def api(client, user):
-    client.defaults["HTTP_AUTHORIZATION"] = f"Token {Token.objects.create(user=user).key}"
+    client.defaults["HTTP_AUTHORIZATION"] = f"Token {make_token(user).key}"
     return client
 
 

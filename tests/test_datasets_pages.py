@@ -12,7 +12,6 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from PIL import Image
-from rest_framework.authtoken.models import Token
 
 from accounts.models import Visibility
 from datasets import imaging, views
@@ -20,7 +19,7 @@ from datasets.grouping import group_by_team, grouped_choices
 from datasets.models import Dataset
 from tests.dataset_fixtures import *  # noqa: F403
 from tests.dataset_fixtures import color_tree, png_bytes, write_tree, zip_of
-from tests.factories import make_dataset, make_experiment
+from tests.factories import make_dataset, make_experiment, make_token
 
 
 @pytest.fixture(autouse=True)
@@ -335,7 +334,7 @@ def test_trainable_means_built_as_raw(alice):
 @pytest.mark.django_db(transaction=True)
 def test_the_api_takes_an_archive_as_multipart(client, alice, charlie, worker, settings):
     settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 0  # as for a large archive: Django spools it to a temporary file
-    token = Token.objects.create(user=alice)
+    token = make_token(alice)
     response = client.post(
         "/api/datasets/",
         {"name": "api shapes", "source_type": "archive", "archive": SimpleUploadedFile("s.zip", zip_of(color_tree())),
@@ -347,12 +346,12 @@ def test_the_api_takes_an_archive_as_multipart(client, alice, charlie, worker, s
     worker("datasets")
     detail = client.get(f"/api/datasets/{response.json()['id']}/", HTTP_AUTHORIZATION=f"Token {token.key}").json()
     assert detail["status"] == "done" and detail["counts"]["train"] == [6, 6, 6]
-    outsider = Token.objects.create(user=charlie)
+    outsider = make_token(charlie)
     assert client.get(f"/api/datasets/{detail['id']}/", HTTP_AUTHORIZATION=f"Token {outsider.key}").status_code == 404
 
 
 def test_the_api_refuses_a_bad_archive_like_the_form(client, alice):
-    token = Token.objects.create(user=alice)
+    token = make_token(alice)
     response = client.post(
         "/api/datasets/",
         {"name": "x", "source_type": "archive", "archive": SimpleUploadedFile("x.zip", b"not a zip at all"),

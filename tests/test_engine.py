@@ -257,7 +257,7 @@ def test_fractional_intervals_validate_and_snapshot_within_the_epoch(small):
         small,
         config,
         on_epoch=epochs.append,
-        on_validation=lambda epoch, loss, accuracy: validations.append((epoch, loss, accuracy)),
+        on_validation=lambda *args: validations.append(args),
         on_snapshot=snapshots.__setitem__,
         on_progress=lambda *args: progress.append(args),
     )
@@ -265,9 +265,53 @@ def test_fractional_intervals_validate_and_snapshot_within_the_epoch(small):
     assert [type(v[0]) for v in validations] == [float, int, float, int]
     assert list(snapshots) == [0.5, 1, 1.5, 2]
     # Each epoch reports the validation at its end.
-    assert [(m["val_loss"], m["val_accuracy"]) for m in epochs] == [v[1:] for v in validations[1::2]]
+    assert [(m["val_loss"], m["val_accuracy"]) for m in epochs] == [v[1:3] for v in validations[1::2]]
+    # Mid-epoch ones say how fast the part of the epoch before them trained, and how long it took.
+    for _, _, _, rate, seconds in validations:
+        assert rate > 0 and seconds > 0
     epoch, step, steps, images_per_second = progress[0]
     assert (epoch, step, steps) == (1, 1, 8) and images_per_second > 0
+
+
+def test_the_curve_at_iteration_resolution_comes_in_windows_of_k_steps(small):
+    # 256 images in batches of 4: 64 steps an epoch, so a point every max(1, 64 // 50) = 1 step;
+    # in batches of 2, 128 steps: a point every 2, each the mean of its 2 batches.
+    for batch_size, every in ((4, 1), (2, 2)):
+        calls = []
+        config = engine.TrainConfig(epochs=2, batch_size=batch_size, val_interval=0.5)
+        result = engine.fit(small, config, on_steps=lambda *arrays: calls.append(arrays))
+        steps, losses, accuracies, times = (np.concatenate(part) for part in zip(*calls, strict=True))
+        per_epoch = 256 // batch_size
+        assert engine.series.step_interval(per_epoch, 2) == every
+        np.testing.assert_array_equal(steps, np.arange(every, 2 * per_epoch + 1, every))
+        # The epoch's train loss is the mean of its batches' losses, so of its windows' means.
+        for epoch in (0, 1):
+            window = slice(epoch * per_epoch // every, (epoch + 1) * per_epoch // every)
+            assert losses[window].mean() == pytest.approx(result.history[epoch]["train_loss"], rel=1e-4)
+        assert ((accuracies >= 0) & (accuracies <= 1)).all() and len(set(accuracies.tolist())) > 1
+        assert (np.diff(times) >= 0).all()
+        assert len(calls) >= 4  # handed over before each validation, not once at the end
+
+
+def test_the_curve_goes_on_where_a_resumed_run_stopped(small, monkeypatch):
+    monkeypatch.setattr(engine, "STOP_POLL_SECONDS", 0)  # asked before every step
+    calls, snapshots = [], {}
+    stopped = {"after": 0}
+
+    def stop():
+        stopped["after"] += 1
+        return stopped["after"] > 3
+
+    config = engine.TrainConfig(epochs=2, batch_size=8)
+    engine.fit(small, config, on_steps=lambda *a: calls.append(a), on_snapshot=snapshots.__setitem__, should_stop=stop)
+    (at,) = snapshots
+    first = np.concatenate([c[0] for c in calls])
+    # The partial window at the stop is handed over too: the curve ends where the snapshot is.
+    assert first[-1] == round(at * 32)
+    calls.clear()
+    engine.fit(small, config, on_steps=lambda *a: calls.append(a), resume_from=snapshots[at])
+    second = np.concatenate([c[0] for c in calls])
+    assert second[0] > first[-1] and second[-1] == 64
 
 
 def test_sparse_intervals_still_validate_and_snapshot_at_the_end(small):

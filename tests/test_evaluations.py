@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from django.conf import settings
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 
 from accounts.models import User, Visibility
 from config.asgi import application  # noqa: F401 - the socket's application, set up once
@@ -27,6 +26,7 @@ from evaluations.models import Evaluation
 from jobs.models import job_models
 from tests.browser import browser_page, platform_server, shot  # noqa: F401 - platform_server is a fixture
 from tests.conftest import ROOT, run_worker, subprocess_env
+from tests.factories import make_token
 from tests.test_training import experiment_form, websocket
 from training.forms import ExperimentForm
 from training.models import Experiment, Snapshot
@@ -103,7 +103,7 @@ def trained(alice, trained_files):
 
 @pytest.fixture
 def api(client, alice):
-    token = Token.objects.create(user=alice)
+    token = make_token(alice)
 
     def call(method, path, **kwargs):
         return getattr(client, method)(path, HTTP_AUTHORIZATION=f"Token {token.key}", **kwargs)
@@ -473,7 +473,7 @@ async def socket_opens(client, evaluation):
 
 def test_the_access_rule_covers_every_page_download_api_and_socket(client, alice, bob, charlie, team, trained_files):
     experiment = make_trained(alice, trained_files, visibility=Visibility.TEAM, team=team)
-    tokens = {user.username: Token.objects.create(user=user).key for user in (alice, bob, charlie)}
+    tokens = {user.username: make_token(user).key for user in (alice, bob, charlie)}
     response = client.post(
         f"/api/experiments/{experiment.pk}/evaluations/",
         {"split": "val"},

@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from accounts.models import Visibility
 from models.models import SavedNetwork
-from tests.factories import make_dataset, make_experiment
+from tests.factories import make_dataset, make_experiment, make_token
 from training.forms import data_with_defaults
 from training.models import Experiment, Snapshot, Sweep
 
@@ -175,10 +175,9 @@ def test_the_network_library_follows_the_rule(client, alice, bob, charlie, team)
 
 
 def test_the_api_creates_with_the_page_defaults_and_sweeps(client, alice):
-    from rest_framework.authtoken.models import Token
 
     dataset = make_dataset(alice)
-    token = Token.objects.create(user=alice)
+    token = make_token(alice)
     auth = {"HTTP_AUTHORIZATION": f"Token {token.key}"}
     single = client.post("/api/experiments/", {"name": "api", "dataset": dataset.pk, "learning_rate": 0.05},
                          content_type="application/json", **auth)  # fmt: skip

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from django.urls import reverse
 from django.utils.html import escape
-from rest_framework.authtoken.models import Token
 
 from accounts.models import Visibility
 from datasets.models import Dataset
 from jobs.models import job_models
 from tests.browser import browser_page, platform_server, shot  # noqa: F401 - platform_server is a fixture
 from tests.conftest import ROOT, run_worker, subprocess_env
+from tests.factories import make_token
 from tests.test_evaluations import make_trained, trained_files  # noqa: F401 - trained_files is a fixture
 from tests.test_training import websocket
 from training.models import Experiment, Export
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def token_client(client, user):
-    key = Token.objects.create(user=user).key
+    key = make_token(user).key
 
     def call(method, path, **kwargs):
         return getattr(client, method)(path, HTTP_AUTHORIZATION=f"Token {key}", **kwargs)
@@ -255,6 +255,14 @@ def test_a_network_a_format_cannot_hold_says_why_instead_of_offering_it(client, 
     assert 'name="format" value="stablehlo"' in html
     assert 'name="format" value="onnx"' not in html
     assert "ResNet-20 does not export to ONNX: jax2onnx converts it, but onnxruntime rejects the file" in html
+    # Tried anyway (the API takes it), the job's reason is shown in the row.
+    snapshot = experiment.snapshots.get()
+    Export.objects.create(
+        experiment=experiment, snapshot=snapshot, snapshot_epoch=snapshot.epoch, format="onnx", status="failed",
+        error="jax2onnx converted the network, but onnxruntime rejects the result: Incompatible dimensions",
+    )  # fmt: skip
+    html = client.get(experiment.get_absolute_url()).content.decode()
+    assert "ONNX failed: jax2onnx converted the network, but onnxruntime rejects the result" in html
 
 
 @pytest.mark.browser

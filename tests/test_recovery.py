@@ -21,14 +21,13 @@ import psutil
 import pytest
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
 from datasets.models import Dataset
 from jobs import recovery
 from jobs.models import this_worker
 from tests.browser import free_port
 from tests.conftest import ROOT, subprocess_env
-from tests.factories import make_dataset, make_experiment
+from tests.factories import make_dataset, make_experiment, make_token
 from tests.test_training import experiment_form, mnist_dataset  # noqa: F401 - a fixture
 from tests.test_workers import start_trainworkers, stop
 from training import workers
@@ -243,7 +242,7 @@ def test_with_redis_down_pages_answer_work_is_kept_and_runs_when_it_is_back(
         wait_for(lambda: http(f"http://127.0.0.1:{port}/accounts/login/")[0] == 200, 60, "daphne", web_log)
         client.force_login(alice)
         cookie = f"sessionid={client.cookies['sessionid'].value}"
-        token = Token.objects.create(user=alice).key
+        token = make_token(alice).key
         base = f"http://127.0.0.1:{port}"
 
         redis_server.stop()

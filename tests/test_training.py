@@ -10,12 +10,11 @@ import pytest
 from channels.testing import WebsocketCommunicator
 from django.urls import reverse
 from PIL import Image
-from rest_framework.authtoken.models import Token
 
 from config.asgi import application
 from datasets.models import Dataset
 from tests.conftest import ROOT, subprocess_env
-from tests.factories import make_dataset
+from tests.factories import make_dataset, make_token
 from training.forms import data_with_defaults
 from training.models import EpochMetric, Experiment
 
@@ -111,7 +110,7 @@ def test_a_worker_trains_lenet_and_the_socket_sees_each_epoch(client, alice, mni
     assert sum(p.probability for p in predictions) <= 1.0 + 1e-6
     assert predictions == sorted(predictions, key=lambda p: -p.probability)
 
-    token = Token.objects.create(user=alice)
+    token = make_token(alice)
     # A large color JPEG of the same digit goes through the dataset's own preprocessing.
     big = np.array(Image.open(io.BytesIO(seven)).convert("RGB").resize((300, 300)))
     jpeg = io.BytesIO()

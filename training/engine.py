@@ -359,6 +359,32 @@ def fit(
     history = []
     saved_at = g  # the position of the newest snapshot the caller holds (a resume point counts)
 
+    # --- the curve at iteration resolution: a point every `every` batches ---------------
+    every = series.step_interval(steps, config.epochs)
+    window: list[jax.Array] = []  # this window's per-batch [loss, accuracy], still on the device
+    points: list[tuple[int, float, jax.Array]] = []  # finished windows: step, time, device mean
+
+    def close_window() -> None:
+        if window:
+            points.append((g, time.time(), window[0] if len(window) == 1 else _window_mean(window)))
+            window.clear()
+
+    def report_steps(*, partial: bool = False) -> None:
+        """Hand the finished windows to on_steps, in one transfer; `partial` closes the
+        window in progress too (the run stops, or its epoch ends without a boundary)."""
+        if partial:
+            close_window()
+        if not points or on_steps is None:
+            return
+        values = np.asarray(jax.device_get([value for _, _, value in points]), dtype=np.float32).reshape(-1, 2)
+        on_steps(
+            np.array([step for step, _, _ in points], np.int64),
+            values[:, 0],
+            values[:, 1],
+            np.array([taken for _, taken, _ in points], np.float64),
+        )
+        points.clear()
+
     def snapshot(epoch: int) -> None:
         """Hand the caller a checkpoint of the current position, refusing non-finite weights."""
         nonlocal saved_at
@@ -373,6 +399,7 @@ def fit(
         saved_at = g
 
     def result(*, stopped: bool = False, early_stopped: bool = False) -> FitResult:
+        report_steps(partial=True)
         nnx.update(model, state.params, state.rest)
         return FitResult(model, g // steps, stopped, history, early_stopped, reinitialized)
 
@@ -391,10 +418,14 @@ def fit(
 
         def validate(epoch: int) -> tuple[float, float, bool]:
             """Validate now; report it; return loss, accuracy and whether to stop early."""
+            jax.block_until_ready(state.step)  # an honest rate: count finished steps only
+            trained = g - (epoch - 1) * steps - first
+            rate = trained * batch_size / max(time.perf_counter() - started - paused, 1e-9)
+            report_steps()
             val_loss, val_accuracy = _evaluate(eval_step, state, val, batch_size, mean)
             _check_finite(val_loss, epoch)
             if on_validation is not None:
-                on_validation(_epoch_at(g, steps), val_loss, val_accuracy)
+                on_validation(_epoch_at(g, steps), val_loss, val_accuracy, rate, time.perf_counter() - started)
             return val_loss, val_accuracy, early.update(val_loss, val_accuracy)
 
         for epoch in range(done_epochs + 1, config.epochs + 1):
@@ -417,13 +448,18 @@ def fit(
                         snapshot(epoch)
                         return result(stopped=True)
                     next_poll = time.monotonic() + STOP_POLL_SECONDS
-                state = train_step(state, rng, x_src, y_src, rows, mean)
+                state, point = train_step(state, rng, x_src, y_src, rows, mean)
                 g += 1
+                if on_steps is not None:
+                    window.append(point)
+                    if g % every == 0:
+                        close_window()
                 if on_progress is not None and time.monotonic() >= next_progress:
                     jax.block_until_ready(state.step)  # an honest rate: count finished steps only
                     seconds = time.perf_counter() - started - paused
                     step_in_epoch = g - (epoch - 1) * steps
                     on_progress(epoch, step_in_epoch, steps, (step_in_epoch - first) * batch_size / seconds)
+                    report_steps()
                     next_progress = time.monotonic() + PROGRESS_SECONDS
 
                 # --- within the epoch: validation and snapshot when due ---------------------
@@ -440,6 +476,7 @@ def fit(
             # --- end of epoch: loss, validation, report, snapshot ---------------------------
             train_loss = float(state.loss_sum) / steps  # the one host sync of the pass
             train_seconds = time.perf_counter() - started - paused
+            report_steps()
             _check_finite(train_loss, epoch)
             val_loss = val_accuracy = None
             stop_early = False

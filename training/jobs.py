@@ -17,7 +17,7 @@ from rq import get_current_job
 from jobs.events import broadcast
 from jobs.heartbeat import Heartbeat
 from training import config as training_config
-from training import devices
+from training import devices, series
 from training.models import EpochMetric, Experiment, LogLine, Snapshot
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ def train(experiment_id):
             on_validation=run.on_validation,
             on_progress=run.on_progress,
             on_snapshot=run.on_snapshot,
+            on_steps=run.on_steps,
             should_stop=abort_checker(experiment.pk),
             resume_from=resume_from,
             pretrained=pretrained,
@@ -103,7 +104,7 @@ class Run:
 
     def __init__(self, experiment):
         self.experiment = experiment
-        self.last_validation = (None, None)
+        self.last_validation = (None, None, None)  # epoch, loss, accuracy
         snapshot = experiment.snapshots.order_by("-epoch").first()
         self.resume_snapshot = snapshot
         self.resumed_at = snapshot.epoch if snapshot else 0
@@ -136,14 +137,20 @@ class Run:
             f"Epoch {row.epoch:g}: train loss {row.train_loss:.4f}{accuracy} ({row.images_per_second:.0f} images/s)"
         )
 
-    def on_validation(self, epoch, val_loss, val_accuracy):
-        self.last_validation = (val_loss, val_accuracy)
+    def on_validation(self, epoch, val_loss, val_accuracy, images_per_second, seconds):
+        self.last_validation = (epoch, val_loss, val_accuracy)
         if float(epoch).is_integer():
             return  # the epoch's own row carries it (on_epoch comes next)
         row, _ = EpochMetric.objects.update_or_create(
             experiment=self.experiment,
             epoch=epoch,
-            defaults={"val_loss": val_loss, "val_accuracy": val_accuracy, "train_loss": None},
+            defaults={
+                "val_loss": val_loss,
+                "val_accuracy": val_accuracy,
+                "train_loss": None,
+                "images_per_second": images_per_second,
+                "seconds": seconds,
+            },
         )
         broadcast(self.experiment.group_name, row.as_event())
 
@@ -168,7 +175,11 @@ class Run:
         partial.write_bytes(state)
         # A reader never sees half a file: the rename is atomic on one filesystem.
         os.replace(partial, path)
-        val_loss, val_accuracy = self.last_validation
+        # Figures measured elsewhere (an abort at 1.0581 after the validation of epoch 1)
+        # would pass for this snapshot's own: it gets none then.
+        measured_at, val_loss, val_accuracy = self.last_validation
+        if measured_at != epoch:
+            val_loss = val_accuracy = None
         snapshot, _ = Snapshot.objects.update_or_create(
             experiment=self.experiment,
             epoch=epoch,
@@ -178,7 +189,23 @@ class Run:
         for old in retired_snapshots(self.experiment):
             kept = self.experiment.keep_snapshots
             self.log(f"Removed the snapshot of epoch {old.epoch_label} (keeping the last {kept} and the best).")
+            removed = {"type": "snapshot_removed", "epoch": old.epoch, "id": old.pk}
             _remove_snapshot(old)
+            broadcast(self.experiment.group_name, removed)
+
+    def on_steps(self, steps, losses, accuracies, times):
+        """The curve at iteration resolution: appended to the run's file, and the new
+        points, cut down to a handful, sent to the page."""
+        folder = self.experiment.directory
+        folder.mkdir(parents=True, exist_ok=True)
+        series.append(folder / series.FILE_NAME, steps, losses, accuracies, times)
+        records = np.empty(len(steps), series.RECORD)
+        records["step"], records["loss"], records["accuracy"], records["time"] = steps, losses, accuracies, times
+        started = self.experiment.started.timestamp() if self.experiment.started else float(times[0])
+        broadcast(
+            self.experiment.group_name,
+            {"type": "steps", **series.chart_series(records, started, max_points=series.LIVE_POINTS)},
+        )
 
 
 def retired_snapshots(experiment):

@@ -21,7 +21,11 @@ POINTS_PER_EPOCH = 50
 MAX_POINTS = 100_000
 # A chart gets at most this many points a series: more adds nothing a screen shows.
 CHART_POINTS = 2000
+# A live "steps" event carries at most this many of the points since the last one.
+LIVE_POINTS = 200
 
+# The file's name in the experiment's directory.
+FILE_NAME = "steps.bin"
 # step: batches taken since the run began, at the end of the point's window; time: the
 # Unix time that step was taken; loss and accuracy: means over the window's batches.
 RECORD = np.dtype([("step", "<i8"), ("time", "<f8"), ("loss", "<f4"), ("accuracy", "<f4")])

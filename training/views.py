@@ -1,11 +1,11 @@
+import csv
 import math
 import shutil
 
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import OuterRef, Subquery
-from django.http import FileResponse, Http404, JsonResponse
+from django.http import FileResponse, Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
@@ -17,8 +17,10 @@ from datasets import imaging
 from datasets.models import Dataset
 from models.models import SavedNetwork
 from models.networks import STANDARD_NETWORKS
-from training import compare, exports, inference, schedules, workers
+from training import compare, exports, inference, schedules, series, workers
+from training import config as training_config
 from training.config import EXPORT_FORMATS, TrainConfig, export_problem
+from training.console import console_lists
 from training.forms import (
     POLICY_FIELDS,
     ClassifyForm,
@@ -29,26 +31,11 @@ from training.forms import (
     parse_values,
     sharing_of,
 )
-from training.models import EpochMetric, Experiment, Export, Snapshot, Sweep
+from training.models import Experiment, Export, Snapshot, Sweep
 
 
 def console(request):
-    latest = EpochMetric.objects.filter(experiment=OuterRef("pk")).order_by("-epoch")
-    experiments = (
-        Experiment.objects.visible_to(request.user)
-        .select_related("dataset", "owner", "team")
-        .with_visibility_of(request.user, "dataset")
-        .annotate(
-            latest_epoch=Subquery(latest.values("epoch")[:1]),
-            latest_accuracy=Subquery(latest.values("val_accuracy")[:1]),
-        )
-    )
-    ctx = {
-        "datasets": Dataset.objects.visible_to(request.user).select_related("owner", "team"),
-        "active": [e for e in experiments if e.is_active],
-        "finished": [e for e in experiments if not e.is_active],
-        "devices": device_rows(request.user),
-    }
+    ctx = {**console_lists(request), "devices": device_rows(request.user)}
     ctx["queues_paused"] = ctx["devices"] is None
     return render(request, "training/console.html", ctx)
 
@@ -117,7 +104,8 @@ def experiment_detail(request, pk, classify_form=None, classification=None):
         ]
         if export_refusal is None
         else [{"snapshot": snapshot} for snapshot in snapshots],
-        "metrics": [row.as_event() for row in experiment.metrics.all()],
+        "metrics": compare.curve(experiment, list(experiment.metrics.all())),
+        "step_chart": step_chart(experiment),
         "snapshots": snapshots,
         "status_changes": experiment.status_changes.all(),
         "log_lines": experiment.log_lines.all(),
@@ -126,6 +114,103 @@ def experiment_detail(request, pk, classify_form=None, classification=None):
         "classification": classification,
     }
     return render(request, "training/detail.html", ctx)
+
+
+def step_chart(experiment, start_step=None, end_step=None):
+    """What the charts draw at iteration resolution: the training loss and accuracy (cut
+    down to series.CHART_POINTS each, between two steps when zoomed) and the learning
+    rate where it changes, with the batches per epoch that turn steps into epochs."""
+    steps = schedules.steps_per_epoch(experiment.dataset.train_count or 1, experiment.batch_size)
+    records = series.read(experiment.directory / series.FILE_NAME)
+    started = _origin(experiment, records)
+    chart = {"steps_per_epoch": steps, **series.chart_series(records, started, start_step, end_step)}
+    if start_step is None and end_step is None:
+        try:
+            rates = series.learning_rate_points(training_config.from_experiment(experiment), steps)
+        except ValueError:
+            rates = []  # options that no longer validate: the run never trained with them
+        chart["learning_rate"] = {"step": [step for step, _ in rates], "value": [rate for _, rate in rates]}
+    return chart
+
+
+def _origin(experiment, records):
+    """Seconds on the wall axis count from the run's first start."""
+    if experiment.started is not None:
+        return experiment.started.timestamp()
+    return float(records["time"][0]) if len(records) else 0.0
+
+
+def experiment_steps(request, pk):
+    """The iteration-resolution series between two steps, for a zoomed chart."""
+    experiment = get_visible_or_404(Experiment.objects.select_related("dataset"), request.user, pk=pk)
+    try:
+        start, end = (int(request.GET[name]) if request.GET.get(name) else None for name in ("start", "end"))
+    except ValueError:
+        return JsonResponse({"error": "start and end are step numbers (whole numbers)."}, status=400)
+    return JsonResponse(step_chart(experiment, start, end))
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+def experiment_metrics_csv(request, pk):
+    """Every point of the run: the training curve step by step, then each validation."""
+    experiment = get_visible_or_404(Experiment.objects.select_related("dataset"), request.user, pk=pk)
+    steps = schedules.steps_per_epoch(experiment.dataset.train_count or 1, experiment.batch_size)
+    records = series.read(experiment.directory / series.FILE_NAME)
+    started = _origin(experiment, records)
+    metrics = compare.curve(experiment, list(experiment.metrics.all()))
+
+    def rows():
+        yield [
+            "kind",
+            "step",
+            "epoch",
+            "seconds",
+            "train_loss",
+            "train_accuracy",
+            "val_loss",
+            "val_accuracy",
+            "learning_rate",
+        ]
+        # In slices: a million points never sit in memory as Python objects at once.
+        for lo in range(0, len(records), 10_000):
+            chunk = records[lo : lo + 10_000]
+            for step, taken, loss, accuracy in zip(
+                chunk["step"].tolist(),
+                chunk["time"].tolist(),
+                chunk["loss"].tolist(),
+                chunk["accuracy"].tolist(),
+                strict=True,
+            ):
+                yield [
+                    "train",
+                    step,
+                    f"{step / steps:.4f}",
+                    f"{taken - started:.2f}",
+                    f"{loss:.6g}",
+                    f"{accuracy:.6g}",
+                    "",
+                    "",
+                    "",
+                ]
+        for row in metrics:
+            yield [
+                "epoch" if row["train_loss"] is not None else "validation",
+                round(row["epoch"] * steps), row["epoch"], f"{row['wall']:.2f}",
+                "" if row["train_loss"] is None else f"{row['train_loss']:.6g}", "",
+                "" if row["val_loss"] is None else f"{row['val_loss']:.6g}",
+                "" if row["val_accuracy"] is None else f"{row['val_accuracy']:.6g}",
+                "" if row["learning_rate"] is None else f"{row['learning_rate']:.6g}",
+            ]  # fmt: skip
+
+    writer = csv.writer(_Echo())
+    response = StreamingHttpResponse((writer.writerow(row) for row in rows()), content_type="text/csv")
+    filename = f"{slugify(experiment.name) or 'experiment'}-metrics.csv"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
 
 
 @require_POST

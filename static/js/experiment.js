@@ -7,43 +7,14 @@ const ExperimentPage = {
     const $ = (id) => document.getElementById(id);
     let lastEpoch = 0;
 
-    const epochAxis = { type: "linear", min: 0, title: { display: true, text: "epoch" }, ticks: { precision: 1 } };
-    const metricsChart = new Chart($("metrics-chart"), {
-      type: "line",
-      data: {
-        datasets: [
-          { label: "train loss", data: [], borderColor: "#2563eb", yAxisID: "loss", tension: 0.2 },
-          { label: "validation loss", data: [], borderColor: "#16a34a", yAxisID: "loss", tension: 0.2 },
-          { label: "validation accuracy (%)", data: [], borderColor: "#ea580c", yAxisID: "accuracy", tension: 0.2 },
-        ],
-      },
-      options: {
-        animation: false,
-        maintainAspectRatio: false,
-        interaction: { mode: "nearest", axis: "x", intersect: false },
-        scales: {
-          x: epochAxis,
-          loss: { position: "left", title: { display: true, text: "loss" }, beginAtZero: true },
-          accuracy: { position: "right", min: 0, max: 100, title: { display: true, text: "accuracy (%)" }, grid: { drawOnChartArea: false } },
-        },
-      },
-    });
-    const lrChart = new Chart($("lr-chart"), {
-      type: "line",
-      data: { datasets: [{ label: "learning rate", data: [], borderColor: "#7c3aed", stepped: true }] },
-      options: { animation: false, maintainAspectRatio: false, scales: { x: epochAxis, y: { beginAtZero: true } } },
-    });
+    const charts = ExperimentCharts.create(history);
+    const statusLabels = { queued: "Queued", running: "Running", done: "Done", failed: "Failed", aborted: "Aborted" };
+    const removedSnapshots = new Set();
 
-    function addEpoch(event) {
+    function addEpoch(event, live = true) {
       if (event.epoch <= lastEpoch) return;
       lastEpoch = event.epoch;
-      const [train, val, accuracy] = metricsChart.data.datasets;
-      if (event.train_loss != null) train.data.push({ x: event.epoch, y: event.train_loss });
-      if (event.val_loss != null) val.data.push({ x: event.epoch, y: event.val_loss });
-      if (event.val_accuracy != null) accuracy.data.push({ x: event.epoch, y: 100 * event.val_accuracy });
-      if (event.learning_rate != null) lrChart.data.datasets[0].data.push({ x: event.epoch, y: event.learning_rate });
-      metricsChart.update();
-      lrChart.update();
+      if (live) charts.addEpoch(event);
       if (event.train_loss == null) return; // a validation within the epoch
       const acc = event.val_accuracy == null ? "" : `, validation accuracy ${(100 * event.val_accuracy).toFixed(1)}%`;
       $("epoch-text").textContent = `Epoch ${event.epoch} of ${totalEpochs}${acc} · ${Math.round(event.images_per_second)} images/s`;
@@ -53,7 +24,8 @@ const ExperimentPage = {
     function setStatus(event) {
       const badge = $("status");
       badge.className = `status ${event.status}`;
-      badge.textContent = { queued: "Queued", running: "Running", done: "Done", failed: "Failed", aborted: "Aborted" }[event.status] || event.status;
+      badge.textContent = event.label || statusLabels[event.status] || event.status;
+      addStatusChange(event);
       const error = $("error");
       error.textContent = event.error || "";
       error.hidden = !event.error;
@@ -63,11 +35,12 @@ const ExperimentPage = {
       const abort = $("abort-form");
       if (abort) abort.hidden = !active;
       $("epoch-progress").hidden = event.status !== "running";
-      // Resume and the final snapshots come with a fresh render of the page's controls.
-      if (!active && status !== event.status && (event.status === "aborted" || event.status === "failed")) {
-        setTimeout(() => window.location.reload(), 800);
+      if (status !== event.status) {
+        // A notice about what led here ("Queued to resume …") is out of date once the run moves on.
+        document.querySelectorAll("main > .flash:not(#live-status)").forEach((notice) => notice.remove());
       }
       status = event.status;
+      showResume();
       document.body.dataset.status = event.status;
     }
 
@@ -77,7 +50,7 @@ const ExperimentPage = {
       $("progress-bar").value = event.step;
       const eta = event.eta_seconds == null ? "" : ` · about ${formatSeconds(event.eta_seconds)} left`;
       $("progress-text").textContent =
-        `Epoch ${event.epoch + 1}: batch ${event.step} of ${event.steps} · ${Math.round(event.images_per_second)} images/s${eta}`;
+        `Epoch ${event.epoch} of ${totalEpochs}: batch ${event.step} of ${event.steps} · ${Math.round(event.images_per_second)} images/s${eta}`;
     }
 
     function formatSeconds(s) {
@@ -85,11 +58,60 @@ const ExperimentPage = {
     }
 
     function addSnapshot(event) {
+      showSnapshots();
       const select = $("id_snapshot");
       if (!select || Array.from(select.options).some((o) => o.value === String(event.id))) return;
       // Newest first, and chosen: that is the snapshot people want to try.
       select.prepend(new Option(`Epoch ${event.epoch}`, event.id, true, true));
       $("classify").hidden = false;
+    }
+
+    function removeSnapshot(event) {
+      removedSnapshots.add(String(event.id));
+      document.querySelector(`#snapshots tr[data-snapshot-row="${event.id}"]`)?.remove();
+      $("id_snapshot")?.querySelector(`option[value="${event.id}"]`)?.remove();
+      showResume();
+    }
+
+    // The table's rows (with their export cells) are the server's: take them from a fresh render.
+    let snapshotsPending = null;
+    async function showSnapshots() {
+      const ticket = (snapshotsPending = {});
+      const response = await fetch(window.location.pathname);
+      if (!response.ok || ticket !== snapshotsPending) return;
+      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+      const rows = fresh.querySelector("#snapshots tbody");
+      if (!rows) return;
+      // A removal heard while the render was on its way wins over it.
+      removedSnapshots.forEach((id) => rows.querySelector(`tr[data-snapshot-row="${id}"]`)?.remove());
+      $("snapshots").tBodies[0].replaceWith(document.adoptNode(rows));
+      $("snapshots-card").hidden = rows.rows.length === 0;
+      showResume();
+    }
+
+    // Resume needs a stopped run and a snapshot to go on from.
+    function showResume() {
+      const resume = $("resume-form");
+      if (!resume) return;
+      const hasSnapshot = $("snapshots").tBodies[0].rows.length > 0;
+      resume.hidden = !((status === "aborted" || status === "failed") && hasSnapshot);
+    }
+
+    function addStatusChange(event) {
+      const body = $("status-history").tBodies[0];
+      const last = body.rows[body.rows.length - 1];
+      // The socket repeats the current status on every (re)connection: the row is there already.
+      if (last && last.dataset.status === event.status && last.cells[2].textContent === (event.message || "")) return;
+      const row = body.insertRow();
+      row.dataset.status = event.status;
+      const when = row.insertCell();
+      when.className = "nowrap";
+      when.textContent = new Date().toISOString().slice(0, 19).replace("T", " ");
+      const badge = document.createElement("span");
+      badge.className = `status ${event.status}`;
+      badge.textContent = event.label || statusLabels[event.status] || event.status;
+      row.insertCell().append(badge);
+      row.insertCell().textContent = event.message || "";
     }
 
     function addLog(event) {
@@ -123,12 +145,14 @@ const ExperimentPage = {
       if (response.ok) cell.innerHTML = await response.text();
     }
 
-    history.forEach(addEpoch);
+    history.forEach((event) => addEpoch(event, false));
     document.body.dataset.status = status;
     Live.connect(`/ws/experiments/${experimentId}/`, {
       epoch: addEpoch,
       status: setStatus,
       snapshot: addSnapshot,
+      snapshot_removed: removeSnapshot,
+      steps: charts.addSteps,
       progress: showProgress,
       log: addLog,
       hardware: showHardware,
