@@ -7,8 +7,9 @@ momentum and weight decay, both ways in one process. The bare loop with
 augmentation calls the same ``training.augment`` functions inline, so the
 ratio measures the platform's overhead, not the augmentation's cost. The
 engine runs with every live callback a job uses (metrics, progress, snapshot,
-abort polling). After one uncounted warm-up run each (compilation), rounds
-alternate in ABBA order so that drifting machine load hits both alike. Each
+abort polling, the training curve per step). After one uncounted warm-up run
+each (compilation), rounds alternate in ABBA order so that drifting machine
+load hits both alike. Each
 run is one epoch timed end to end, setup included; the median images/second
 over the rounds is reported, and the ratio is the median of the rounds'
 engine/bare ratios. Neither side validates, so both do the same training
@@ -38,7 +39,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from models import networks
-from training import augment, engine
+from training import augment, engine, series
 
 BATCH_SIZE = 64
 LEARNING_RATE = 0.01
@@ -114,7 +115,12 @@ def run_engine(network: str, data: engine.ArrayData, aug: engine.Augmentation) -
     def on_progress(epoch, step, steps, images_per_second):
         log.append(json.dumps([epoch, step, steps, images_per_second]))
 
-    with tempfile.TemporaryFile() as snapshot_file:
+    with tempfile.TemporaryFile() as snapshot_file, tempfile.TemporaryDirectory() as folder:
+        steps_file = os.path.join(folder, series.FILE_NAME)
+
+        def on_steps(steps, losses, accuracies, times):
+            series.append(steps_file, steps, losses, accuracies, times)
+            log.append(json.dumps([steps.tolist(), losses.tolist(), accuracies.tolist()]))
 
         def on_snapshot(epoch, state_bytes):
             snapshot_file.seek(0)
@@ -135,6 +141,7 @@ def run_engine(network: str, data: engine.ArrayData, aug: engine.Augmentation) -
             on_epoch=on_epoch,
             on_progress=on_progress,
             on_snapshot=on_snapshot,
+            on_steps=on_steps,
             should_stop=lambda: False,
         )
 

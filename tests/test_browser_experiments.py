@@ -77,8 +77,10 @@ def test_customize_visualize_train_abort_resume(platform_server, mnist_root, mon
         page.wait_for_function(f"Number(document.body.dataset.epochs) >= {aborted_at + 3}", timeout=240_000)
         page.click("#abort-form button")
         expect(page.locator("#status")).to_have_text("Aborted", timeout=60_000)
-        points = page.evaluate("Chart.getChart('metrics-chart').data.datasets[0].data.map(p => p.x)")
+        points = page.evaluate("Chart.getChart('metrics-chart').data.datasets[1].data.map(p => p.x)")
         assert points == list(range(1, len(points) + 1)) and len(points) > aborted_at + 2
+        steps = page.evaluate("Chart.getChart('metrics-chart').data.datasets[0].data.map(p => p.x)")
+        assert steps == sorted(set(steps)) and steps[-1] > aborted_at + 2
         expect(page.locator("#status-history")).to_contain_text("resume")
         shot(page, "experiment-resumed")
 

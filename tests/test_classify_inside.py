@@ -374,7 +374,7 @@ def test_the_api_classifies_an_image_from_a_url(client, alice, experiment, train
         content_type="application/json",
     )
     assert refused.status_code == 400
-    assert refused.json() == {"url": ["refused: 10.0.0.5 is a private address."]}
+    assert refused.json()["errors"] == {"url": ["refused: 10.0.0.5 is a private address."]}
 
 
 # --- the API and the page: who may, and bad input -----------------------------------------
@@ -419,7 +419,7 @@ def test_bad_input_is_answered_with_400_and_a_message(client, alice, experiment,
         data["image"] = upload(trained)
     response = classify_api(client, experiment, **data)
     assert response.status_code == 400, response.content
-    assert words in " ".join(response.json()[field])
+    assert words in " ".join(response.json()["errors"][field])
 
 
 def test_the_page_shows_layers_and_saliency_and_errors_beside_their_field(client, bob, experiment, trained):

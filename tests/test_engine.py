@@ -279,7 +279,7 @@ def test_the_curve_at_iteration_resolution_comes_in_windows_of_k_steps(small):
     for batch_size, every in ((4, 1), (2, 2)):
         calls = []
         config = engine.TrainConfig(epochs=2, batch_size=batch_size, val_interval=0.5)
-        result = engine.fit(small, config, on_steps=lambda *arrays: calls.append(arrays))
+        result = engine.fit(small, config, on_steps=lambda *arrays, calls=calls: calls.append(arrays))
         steps, losses, accuracies, times = (np.concatenate(part) for part in zip(*calls, strict=True))
         per_epoch = 256 // batch_size
         assert engine.series.step_interval(per_epoch, 2) == every

@@ -22,6 +22,14 @@ from training import schedules, series
 from training.jobs import Run
 from training.models import EpochMetric, Snapshot
 
+
+@pytest.fixture(autouse=True)
+def own_data_root(settings, tmp_path):
+    """Experiment folders of this module's own: ids repeat between tests, and a later test's
+    experiment must not find this one's steps."""
+    settings.DATA_ROOT = str(tmp_path)
+
+
 # --- pure: the interval, the file, the cut-down --------------------------------------
 
 
@@ -130,7 +138,11 @@ def test_retention_tells_the_page_which_snapshot_went(alice):
     events = receive(4)
     removed = [e for e in events if e["type"] == "snapshot_removed"]
     assert first.epoch == 2 and len(removed) == 1 and removed[0]["epoch"] == 1
-    assert [e["type"] for e in events if e["type"].startswith("snapshot")] == ["snapshot", "snapshot", "snapshot_removed"]
+    assert [e["type"] for e in events if e["type"].startswith("snapshot")] == [
+        "snapshot",
+        "snapshot",
+        "snapshot_removed",
+    ]
 
 
 @pytest.mark.django_db
@@ -206,7 +218,8 @@ def test_a_zoomed_chart_gets_the_steps_in_its_range(client, alice, charlie):
     zoomed = client.get(url, {"start": 5000, "end": 5999}).json()
     steps = zoomed["loss"]["step"]
     assert steps[0] == 4999 and steps[-1] == 6000 and len(steps) == 1002  # every step, one beyond each end
-    assert client.get(url, {"start": "a lot"}).status_code == 400
+    for bad in ("a lot", "1.5", "-1", str(10**30)):
+        assert client.get(url, {"start": bad}).status_code == 400
     client.force_login(charlie)
     assert client.get(url).status_code == 404
 

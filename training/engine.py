@@ -255,7 +255,8 @@ def fit(
     - ``on_steps(steps, losses, accuracies, times)``: the training curve at
       iteration resolution, one point every ``series.step_interval`` batches
       (the mean loss and accuracy of those batches, at the step that ended
-      them, with the Unix time it was taken), handed over in arrays with each
+      them, with the Unix time it finished: spread evenly over the training
+      time since the previous report), handed over in arrays with each
       on_progress, before each validation and at the end: the device is asked
       for them once per report, never once per step.
     - ``on_snapshot(epoch, checkpoint_bytes)`` every ``snapshot_interval``
@@ -362,28 +363,38 @@ def fit(
     # --- the curve at iteration resolution: a point every `every` batches ---------------
     every = series.step_interval(steps, config.epochs)
     window: list[jax.Array] = []  # this window's per-batch [loss, accuracy], still on the device
-    points: list[tuple[int, float, jax.Array]] = []  # finished windows: step, time, device mean
+    points: list[tuple[int, jax.Array]] = []  # finished windows: step, device mean
+    # Steps are dispatched ahead of the device, so the host's clock at dispatch says little:
+    # a report waits for its steps, and they are spread over the time since the last one.
+    reported = (g, time.time())
 
     def close_window() -> None:
         if window:
-            points.append((g, time.time(), window[0] if len(window) == 1 else _window_mean(window)))
+            points.append((g, window[0] if len(window) == 1 else _window_mean(window)))
             window.clear()
+
+    def resume_clock() -> None:
+        """After a pause (validation, snapshot, the epoch's end): the next steps' time starts now."""
+        nonlocal reported
+        if not points:
+            reported = (g, time.time())
 
     def report_steps(*, partial: bool = False) -> None:
         """Hand the finished windows to on_steps, in one transfer; `partial` closes the
         window in progress too (the run stops, or its epoch ends without a boundary)."""
+        nonlocal reported
         if partial:
             close_window()
         if not points or on_steps is None:
             return
-        values = np.asarray(jax.device_get([value for _, _, value in points]), dtype=np.float32).reshape(-1, 2)
-        on_steps(
-            np.array([step for step, _, _ in points], np.int64),
-            values[:, 0],
-            values[:, 1],
-            np.array([taken for _, taken, _ in points], np.float64),
-        )
+        values = np.asarray(jax.device_get([value for _, value in points]), dtype=np.float32).reshape(-1, 2)
+        now = time.time()  # those steps are done: device_get waited for them
+        at = np.array([step for step, _ in points], np.int64)
+        since, then = reported
+        times = then + (at - since) / max(int(at[-1]) - since, 1) * (now - then)
+        on_steps(at, values[:, 0], values[:, 1], times)
         points.clear()
+        reported = (int(at[-1]), now)
 
     def snapshot(epoch: int) -> None:
         """Hand the caller a checkpoint of the current position, refusing non-finite weights."""
@@ -435,6 +446,7 @@ def fit(
             if first == 0:
                 state = state._replace(loss_sum=jnp.zeros((), jnp.float32))
             next_poll = 0.0  # always ask before an epoch's first step
+            resume_clock()
             next_event = min(validations.next, snapshots.next)
 
             # --- train: one pass over this epoch's order -----------------------------------
@@ -472,6 +484,7 @@ def fit(
                         return result(early_stopped=True)
                     next_event = min(validations.next, snapshots.next)
                     paused += time.perf_counter() - pause
+                    resume_clock()
 
             # --- end of epoch: loss, validation, report, snapshot ---------------------------
             train_loss = float(state.loss_sum) / steps  # the one host sync of the pass

@@ -145,8 +145,10 @@ def experiment_steps(request, pk):
     experiment = get_visible_or_404(Experiment.objects.select_related("dataset"), request.user, pk=pk)
     try:
         start, end = (int(request.GET[name]) if request.GET.get(name) else None for name in ("start", "end"))
+        if any(step is not None and not 0 <= step < 2**62 for step in (start, end)):
+            raise ValueError
     except ValueError:
-        return JsonResponse({"error": "start and end are step numbers (whole numbers)."}, status=400)
+        return JsonResponse({"error": "start and end are step numbers (whole numbers from 0)."}, status=400)
     return JsonResponse(step_chart(experiment, start, end))
 
 

@@ -68,25 +68,39 @@ const ExperimentPage = {
 
     function removeSnapshot(event) {
       removedSnapshots.add(String(event.id));
-      document.querySelector(`#snapshots tr[data-snapshot-row="${event.id}"]`)?.remove();
       $("id_snapshot")?.querySelector(`option[value="${event.id}"]`)?.remove();
+      // Retention removes the older one right after adding the new one: while the new rows
+      // are on their way the old row stays, so the table never flickers empty.
+      if (!snapshotsTicket) dropRemovedSnapshots($("snapshots").tBodies[0]);
       showResume();
     }
 
+    function dropRemovedSnapshots(body) {
+      removedSnapshots.forEach((id) => body.querySelector(`tr[data-snapshot-row="${id}"]`)?.remove());
+    }
+
     // The table's rows (with their export cells) are the server's: take them from a fresh render.
-    let snapshotsPending = null;
+    let snapshotsTicket = null;
     async function showSnapshots() {
-      const ticket = (snapshotsPending = {});
-      const response = await fetch(window.location.pathname);
-      if (!response.ok || ticket !== snapshotsPending) return;
-      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
-      const rows = fresh.querySelector("#snapshots tbody");
-      if (!rows) return;
-      // A removal heard while the render was on its way wins over it.
-      removedSnapshots.forEach((id) => rows.querySelector(`tr[data-snapshot-row="${id}"]`)?.remove());
-      $("snapshots").tBodies[0].replaceWith(document.adoptNode(rows));
-      $("snapshots-card").hidden = rows.rows.length === 0;
-      showResume();
+      const ticket = (snapshotsTicket = {});
+      try {
+        const response = await fetch(window.location.pathname);
+        const fresh = response.ok && new DOMParser().parseFromString(await response.text(), "text/html");
+        const rows = fresh && fresh.querySelector("#snapshots tbody");
+        if (ticket !== snapshotsTicket || !rows) return;
+        $("snapshots").tBodies[0].replaceWith(document.adoptNode(rows));
+      } catch {
+        // Offline for a moment: the rows stay as they are until the next snapshot's event.
+      } finally {
+        if (ticket === snapshotsTicket) {
+          snapshotsTicket = null;
+          // A removal heard while the render was on its way wins over it.
+          const body = $("snapshots").tBodies[0];
+          dropRemovedSnapshots(body);
+          $("snapshots-card").hidden = body.rows.length === 0;
+          showResume();
+        }
+      }
     }
 
     // Resume needs a stopped run and a snapshot to go on from.
@@ -157,6 +171,9 @@ const ExperimentPage = {
       log: addLog,
       hardware: showHardware,
       export: showExport,
-    }, (socket) => socket.send(JSON.stringify({ after_epoch: lastEpoch })));
+    }, (socket) => {
+      socket.send(JSON.stringify({ after_epoch: lastEpoch }));
+      charts.refill();
+    });
   },
 };

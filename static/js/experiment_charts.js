@@ -20,6 +20,7 @@ const ExperimentCharts = {
     const overview = { loss: fromSeries(data.loss), accuracy: fromSeries(data.accuracy) };
     // Runs trained before the curve was stored per step have only their epochs' means.
     let trainFromEpochs = overview.loss.length === 0;
+    let lastStep = data.loss.step.length ? data.loss.step[data.loss.step.length - 1] : 0;
     const validation = { loss: [], accuracy: [], epoch: [] };
     const rates = data.learning_rate.step.map((step, i) => ({ step, y: data.learning_rate.value[i] }));
 
@@ -103,12 +104,20 @@ const ExperimentCharts = {
       trainAccuracy.data = plot(train.accuracy, 100);
       valLoss.data = plot(validation.loss);
       valAccuracy.data = plot(validation.accuracy, 100);
-      lrChart.data.datasets[0].data = plot(mode === "epoch" ? rates : rates.filter((p) => timeAt(p.step) != null));
+      lrChart.data.datasets[0].data = plot(mode === "epoch" ? rates : ratesSoFar());
       for (const chart of [metricsChart, lrChart]) {
         chart.options.scales.x = xAxis();
         chart.update();
       }
       $("zoom-reset").disabled = !zoom;
+    }
+
+    // On the wall clock the schedule is known only as far as training got.
+    function ratesSoFar() {
+      const last = overview.loss.length ? overview.loss[overview.loss.length - 1].step : 0;
+      const taken = rates.filter((p) => p.step <= last);
+      if (taken.length) taken.push({ step: last, y: taken[taken.length - 1].y });
+      return taken;
     }
 
     function addEpoch(event) {
@@ -128,6 +137,18 @@ const ExperimentCharts = {
         const points = overview[name];
         const last = points.length ? points[points.length - 1].step : 0;
         fromSeries(event[name]).forEach((p) => { if (p.step > last) points.push(p); });
+      }
+      lastStep = Math.max(lastStep, ...event.loss.step);
+    }
+
+    // What the socket missed (before it opened, or while it was down): the points since the last one.
+    async function refill() {
+      const response = await fetch(`${stepsUrl}?start=${lastStep + 1}`);
+      if (!response.ok) return;
+      const missed = await response.json();
+      if (missed.loss.step.some((step) => step > lastStep)) {
+        addSteps(missed);
+        draw();
       }
     }
 
@@ -216,6 +237,7 @@ const ExperimentCharts = {
     return {
       addEpoch(event) { addEpoch(event); draw(); },
       addSteps(event) { addSteps(event); draw(); },
+      refill,
       metricsChart,
       lrChart,
     };
