@@ -52,6 +52,7 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 # What Pillow's decoders raise on damaged data, short of a bug in our own code.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 _CHUNK_BYTES = 4 << 20  # decoded pixels per worker task: big enough to amortise IPC, small enough to stream
+_AHEAD_BYTES = 256 << 20  # decoded pixels waiting for a DecodePool's caller, beyond two batches per worker
 _PROGRESS_INTERVAL = 0.1  # seconds
 _JPEG_QUALITY = 90
 _SHUFFLE_STREAM = 0x5F  # keeps the shuffle's random stream apart from the split's ([seed, label])
@@ -637,14 +638,21 @@ class DecodePool:
     def __exit__(self, *exc) -> None:
         self._pool.shutdown(cancel_futures=True)
 
-    def batches(self, paths: Sequence[str], batch_size: int) -> Iterator[tuple[np.ndarray, list[tuple[int, str]]]]:
+    def batches(
+        self, paths: Sequence[str], batch_size: int, held: int = 0
+    ) -> Iterator[tuple[np.ndarray, list[tuple[int, str]]]]:
         """(the decoded images, (index in the batch, reason) of the files that failed) per
-        `batch_size` paths, in order, with a few batches decoding ahead."""
+        `batch_size` paths, in order, with a few batches decoding ahead. A caller that holds
+        `held` images before it uses them (and asks for no more meanwhile) gets twice as many
+        decoding ahead, within _AHEAD_BYTES: else the workers idle while it works."""
+        image_bytes = self.load["width"] * self.load["height"] * self.load["channels"]
+        room = max(1, _AHEAD_BYTES // (batch_size * image_bytes))
+        depth = max(2 * self.workers, min(room, -(-2 * held // batch_size)))
         in_flight: deque[Future] = deque()
         for start in range(0, len(paths), batch_size):
             chunk = list(paths[start : start + batch_size])
             in_flight.append(self._pool.submit(_decode_chunk, chunk, self.load, "raw", False))
-            if len(in_flight) >= 2 * self.workers:
+            if len(in_flight) >= depth:
                 images, _, failures = in_flight.popleft().result()
                 yield images, failures
         for future in in_flight:

@@ -29,6 +29,7 @@ NO_LABEL = -1
 # Images classified per call of predict: few enough calls that their fixed cost vanishes,
 # and progress is still reported several times a second.
 CHUNK = 1024
+CHUNK_BYTES = 64 << 20  # of decoded files held before predicting them
 
 Predict = Callable[[np.ndarray], np.ndarray]  # uint8 (N, H, W, C) -> probabilities (N, classes)
 Progress = Callable[[int, int], object]
@@ -177,15 +178,17 @@ def classify_arrays(
 
 def classify_files(
     items: Sequence[Item],
-    batches: Callable[[Sequence[str], int], Iterator[tuple[np.ndarray, list[tuple[int, str]]]]],
+    batches: Callable[[Sequence[str], int, int], Iterator[tuple[np.ndarray, list[tuple[int, str]]]]],
     predict: Predict,
     progress: Progress | None = None,
-    chunk: int = CHUNK,
-    batch: int = 128,
+    chunk: int = 2 * CHUNK,
+    batch: int = 256,
 ) -> tuple[Rows, list[Item], list[tuple[str, str]]]:
     """Image files, decoded by `batches` (imaging.DecodePool.batches: in other processes)
     while this one predicts. Returns the rows, the items they are of, and (path, why) for
-    the files that could not be decoded."""
+    the files that could not be decoded. Each predict call of a chunk is a pause in taking
+    decoded batches: fewer, larger ones went faster (bench/evaluate_bench.py), up to
+    CHUNK_BYTES of images held."""
     collector = _Collector(len(items), progress)
     kept: list[Item] = []
     failed: list[tuple[str, str]] = []
@@ -201,7 +204,8 @@ def classify_files(
             collector.skip(seen)
         pending, pending_labels, seen = [], [], 0
 
-    for number, (images, failures) in enumerate(batches([item.path for item in items], batch)):
+    # It holds a chunk before predicting: `batches` keeps decoding meanwhile.
+    for number, (images, failures) in enumerate(batches([item.path for item in items], batch, chunk)):
         chunk_items = items[number * batch : (number + 1) * batch]
         bad = {index for index, _ in failures}
         failed += [(chunk_items[index].path, reason) for index, reason in failures]
@@ -210,7 +214,7 @@ def classify_files(
         pending.append(images)
         pending_labels += [item.label for item in good]
         seen += len(chunk_items)
-        if len(pending_labels) >= chunk:
+        if len(pending_labels) >= chunk or sum(part.nbytes for part in pending) >= CHUNK_BYTES:
             flush()
     flush()
     return collector.rows(), kept, failed

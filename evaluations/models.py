@@ -93,6 +93,16 @@ class Evaluation(Owned, Job):
         return self.path
 
     @property
+    def source_key(self):
+        """What makes two evaluations' images the same: a split of the same dataset, the same
+        server folder or list, an upload by its name (each upload has a path of its own)."""
+        if self.source == self.Source.SPLIT:
+            return (self.source, self.split, self.experiment.dataset_id)
+        if self.upload_name:
+            return (self.source, "upload", self.upload_name)
+        return (self.source, self.path)
+
+    @property
     def snapshot_label(self):
         return f"{self.snapshot_epoch:g}"
 

@@ -15,6 +15,7 @@ from datasets import imaging, rules
 from evaluations import core
 from evaluations.forms import EvaluationForm
 from evaluations.models import Evaluation
+from training import inference
 from training.inference import image_options
 from training.models import Experiment
 
@@ -70,26 +71,35 @@ def evaluation_images(request, pk):
 
 
 def evaluation_image(request, pk, row):
-    """One evaluated image as the network saw it. Only an image the evaluation recorded, by
-    its row: a stored image of the split, or a file the job classified."""
+    """One evaluated image as the network saw it."""
     evaluation = _visible(request, pk)
-    if evaluation.status != Evaluation.Status.DONE or not 0 <= row < evaluation.results.get("count", 0):
-        raise Http404("No such image in this evaluation.")
     dataset = evaluation.experiment.dataset
     if evaluation.source == Evaluation.Source.SPLIT:
-        if not can_view(request.user, dataset):
-            raise Http404("No such image in this evaluation.")
+        _check_row(request, evaluation, row)
         png = imaging.StoredSplit(dataset.directory, evaluation.split).png(row)
     else:
-        path = evaluation.names()["paths"][row]
-        try:
-            real = rules.resolve_import_path(path, allowed=[evaluation.directory])
-            png = imaging.encode_image(imaging.load_image(real, **image_options(dataset)))
-        except imaging.ImagingError:
-            raise Http404("This image is no longer readable.") from None
+        png = imaging.encode_image(_pixels(request, evaluation, row))
     response = HttpResponse(png, content_type="image/png")
     response["Cache-Control"] = "private, max-age=3600"
     return response
+
+
+def evaluation_image_inside(request, pk, row):
+    """One evaluated image through the evaluation's snapshot again, layer by layer: the
+    experiment page's classify result."""
+    evaluation = _visible(request, pk)
+    pixels = _pixels(request, evaluation, row)
+    if evaluation.snapshot_id is None:
+        raise Http404(f"The snapshot of epoch {evaluation.snapshot_label} was deleted since.")
+    snapshot = evaluation.snapshot
+    snapshot.experiment = evaluation.experiment
+    try:
+        classification = inference.classify_pixels(snapshot, pixels, layers=True, tiles=True, saliency=True)
+    except FileNotFoundError:
+        raise Http404(f"The snapshot of epoch {evaluation.snapshot_label} is no longer on disk.") from None
+    entry = _entry(evaluation, evaluation.rows(), evaluation.names(), evaluation.results["labels"], row)
+    ctx = {"evaluation": evaluation, "entry": entry, "classification": classification}
+    return render(request, "evaluations/inside.html", ctx)
 
 
 def evaluation_csv(request, pk):
@@ -140,7 +150,32 @@ def _with_header(records):
 
 
 def _visible(request, pk):
-    return get_visible_or_404(Evaluation.objects.select_related("experiment__dataset", "owner"), request.user, pk=pk)
+    return get_visible_or_404(
+        Evaluation.objects.select_related("experiment__dataset", "owner", "snapshot"), request.user, pk=pk
+    )
+
+
+def _check_row(request, evaluation, row):
+    """Only an image the evaluation recorded, by its row: a stored image of the split (for
+    one who may see the dataset), or a file the job classified."""
+    if evaluation.status != Evaluation.Status.DONE or not 0 <= row < evaluation.results.get("count", 0):
+        raise Http404("No such image in this evaluation.")
+    if evaluation.source == Evaluation.Source.SPLIT and not can_view(request.user, evaluation.experiment.dataset):
+        raise Http404("No such image in this evaluation.")
+
+
+def _pixels(request, evaluation, row):
+    """The recorded image `row` decoded as the dataset decodes its images."""
+    _check_row(request, evaluation, row)
+    dataset = evaluation.experiment.dataset
+    if evaluation.source == Evaluation.Source.SPLIT:
+        return imaging.StoredSplit(dataset.directory, evaluation.split).pixels(row)
+    path = evaluation.names()["paths"][row]
+    try:
+        real = rules.resolve_import_path(path, allowed=[evaluation.directory])
+        return imaging.load_image(real, **image_options(dataset))
+    except imaging.ImagingError:
+        raise Http404("This image is no longer readable.") from None
 
 
 def _finished(evaluation):
@@ -165,6 +200,7 @@ def _entry(evaluation, rows, names, classes, i):
             for c, p in zip(rows.top_indices[i, :3], rows.top_probabilities[i, :3], strict=True)
         ],
         "url": reverse("evaluation-image", args=[evaluation.pk, i]),
+        "inside_url": reverse("evaluation-image-inside", args=[evaluation.pk, i]),
     }
 
 

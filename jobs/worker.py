@@ -23,6 +23,7 @@ import time
 
 import rq
 from redis.exceptions import RedisError
+from rq.exceptions import StopRequested
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ class Worker(rq.Worker):
 
         try:
             recovery.horse_died(job)
+        except StopRequested:
+            raise
         except Exception:
             log.exception("could not recover job %s after its work-horse died", job.id)
 
@@ -84,6 +87,8 @@ class Worker(rq.Worker):
         try:
             close_old_connections()
             recovery.recover()
+        except StopRequested:
+            raise  # RQ's signal handler stops an idle worker by raising it, wherever it is
         except Exception:
             log.exception("recovery failed; trying again in %s s", RECOVERY_SECONDS)
 

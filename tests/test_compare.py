@@ -5,10 +5,15 @@ page itself in Chromium."""
 import re
 from datetime import timedelta
 
+import numpy as np
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from accounts.models import User, Visibility
+from evaluations import core
+from evaluations.models import Evaluation
 from tests.browser import browser_page, platform_server, shot  # noqa: F401 - platform_server is a fixture
 from tests.factories import make_dataset, make_experiment
 from training.models import EpochMetric
@@ -183,3 +188,78 @@ def test_the_compare_page_in_chromium(platform_server, monkeypatch):  # noqa: F8
         shot(page, "compare")
         page.check("#only-differences")
         expect(page.locator("#settings tbody tr:visible")).to_have_count(3)
+
+
+def evaluated(experiment, labels, predicted, *, classes=("cat", "dog"), status=Evaluation.Status.DONE, **source):
+    """A finished evaluation of `experiment` whose results are core.metrics() of the given
+    true and predicted classes (numbers into `classes`), as the job stores them."""
+    labels, predicted = np.array(labels, np.int32), np.array(predicted, np.int16)
+    top = np.stack([predicted, 1 - predicted], axis=1).astype(np.int16)
+    rows = core.Rows(labels, top, np.tile(np.array([0.9, 0.1], np.float32), (len(labels), 1)))
+    fields = {"visibility": experiment.visibility, "team": experiment.team, **source}
+    fields.setdefault("source", Evaluation.Source.SPLIT if "split" in source else Evaluation.Source.FOLDER)
+    return Evaluation.objects.create(
+        owner=experiment.owner, experiment=experiment, snapshot_epoch=2, status=status,
+        results=core.metrics(rows, list(classes)), **fields,
+    )  # fmt: skip
+
+
+def table_of(response, source):
+    (table,) = [t for t in response.context["tables"] if t["source"] == source]
+    return table
+
+
+def test_evaluations_of_the_same_images_are_set_side_by_side_per_class(client, alice, bob, pair):
+    slow, fast = pair
+    # Validation split: slow gets cat 2/2 and dog 1/2; fast gets cat 1/2 and dog 2/2.
+    evaluated(slow, [0, 0, 1, 1], [0, 0, 0, 1], split="val")
+    evaluated(fast, [0, 0, 1, 1], [0, 1, 1, 1], split="val")
+    evaluated(slow, [0, 1], [0, 1], path="/data/digits")
+    evaluated(fast, [0, 1], [1, 1], path="/data/digits")
+    evaluated(fast, [0, 1], [0, 0], path="/data/digits", status=Evaluation.Status.RUNNING)  # not finished
+    evaluated(slow, [0, 1], [0, 1], path="/data/only-slow")  # nothing to set it beside
+    evaluated(slow, [0, 1], [0, 1], source=Evaluation.Source.ARCHIVE, path="/up/1/a.zip", upload_name="a.zip")
+    evaluated(fast, [0, 1], [0, 0], source=Evaluation.Source.ARCHIVE, path="/up/2/a.zip", upload_name="a.zip")
+    # Alice's own, not shared: bob must not see it, nor learn that it exists.
+    evaluated(slow, [0, 1], [0, 1], path="/data/private", visibility=Visibility.PRIVATE, team=None)
+    evaluated(fast, [0, 1], [0, 1], path="/data/private")
+    client.force_login(alice)
+    response = client.get(COMPARE, ids(slow, fast))
+    assert [t["source"] for t in response.context["tables"]] == [
+        "/data/private", "uploaded “a.zip”", "/data/digits", "the validation images"
+    ]  # fmt: skip
+    val = table_of(response, "the validation images")
+    assert [e.experiment.name for e in val["columns"]] == ["slow sgd", "fast adam"]
+    assert [[c["text"] for c in row["cells"]] for row in val["overall"]] == [["75.0%", "75.0%"], ["100.0%", "100.0%"]]
+    cat, dog = val["classes"]
+    # precision, recall, F1 of slow, then of fast.
+    assert (cat["label"], [c["text"] for c in cat["cells"]]) == (
+        "cat", ["66.7%", "100.0%", "80.0%", "100.0%", "50.0%", "66.7%"]
+    )  # fmt: skip
+    assert [c["best"] for c in cat["cells"]] == [False, True, True, True, False, False]
+    assert [c["best"] for c in dog["cells"]] == [True, False, False, False, True, True]
+    digits = table_of(response, "/data/digits")
+    assert digits["overall"][0]["cells"] == [{"text": "100.0%", "best": True}, {"text": "50.0%", "best": False}]
+    html = response.content.decode()
+    assert '<td class="best">100.0%</td>' in html and 'data-source="uploaded “a.zip”"' in html
+    assert no_inline_scripts(html)
+
+    client.force_login(bob)
+    response = client.get(COMPARE, ids(slow, fast))
+    assert "/data/private" not in [t["source"] for t in response.context["tables"]]
+    assert "/data/private" not in response.content.decode()
+
+
+def test_the_evaluations_cost_the_same_queries_however_many(client, alice, pair):
+    slow, fast = pair
+    client.force_login(alice)
+    evaluated(slow, [0, 1], [0, 1], split="val")
+    evaluated(fast, [0, 1], [0, 1], split="val")
+    with CaptureQueriesContext(connection) as few:
+        assert len(client.get(COMPARE, ids(slow, fast)).context["tables"]) == 1
+    for n in range(6):
+        evaluated(slow, [0, 1], [0, 1], path=f"/data/{n}")
+        evaluated(fast, [0, 1], [1, 1], path=f"/data/{n}")
+    with CaptureQueriesContext(connection) as many:
+        assert len(client.get(COMPARE, ids(slow, fast)).context["tables"]) == 7
+    assert len(many) == len(few)

@@ -455,6 +455,7 @@ def urls(evaluation):
         evaluation.get_absolute_url(),
         reverse("evaluation-images", args=[pk]) + "?true=0&predicted=0",
         reverse("evaluation-image", args=[pk, 0]),
+        reverse("evaluation-image-inside", args=[pk, 0]),
         reverse("evaluation-csv", args=[pk]),
         reverse("evaluation-json", args=[pk]),
         f"/api/evaluations/{pk}/",
@@ -491,9 +492,9 @@ def test_the_access_rule_covers_every_page_download_api_and_socket(client, alice
             client.get(url, HTTP_AUTHORIZATION=f"Token {tokens[user.username]}").status_code for url in urls(evaluation)
         ]
 
-    assert answers(alice) == [200] * 8
-    assert answers(bob) == [200] * 8
-    assert answers(charlie) == [404] * 8
+    assert answers(alice) == [200] * 9
+    assert answers(bob) == [200] * 9
+    assert answers(charlie) == [404] * 9
     client.force_login(charlie)
     assert asyncio.run(socket_opens(client, evaluation)) == (False, 4404)
     assert client.get(reverse("evaluation-new", args=[experiment.pk])).status_code == 404
@@ -514,11 +515,11 @@ def test_the_access_rule_covers_every_page_download_api_and_socket(client, alice
 
     # Narrowing the experiment narrows its evaluations, whatever their rows say.
     Experiment.objects.filter(pk=experiment.pk).update(visibility=Visibility.PRIVATE)
-    assert answers(bob) == [404] * 8
+    assert answers(bob) == [404] * 9
     client.force_login(bob)
     assert asyncio.run(socket_opens(client, evaluation)) == (False, 4404)
     assert evaluation.get_absolute_url() not in client.get(experiment.get_absolute_url()).content.decode()
-    assert answers(alice) == [200] * 8
+    assert answers(alice) == [200] * 9
     client.force_login(alice)
     assert evaluation.rows_path.exists()
     assert client.post(reverse("evaluation-delete", args=[evaluation.pk])).status_code == 302
@@ -534,6 +535,18 @@ def test_a_file_is_served_only_if_the_evaluation_recorded_it(client, alice, trai
     assert client.get(reverse("evaluation-image", args=[evaluation.pk, count])).status_code == 404
     # A path is never taken from the request: the query string is ignored.
     assert client.get(reverse("evaluation-image", args=[evaluation.pk, 0]), {"path": "/etc/passwd"}).status_code == 200
+
+    # Inside the network for one recorded image: the same snapshot says what the job recorded.
+    inside = client.get(reverse("evaluation-image-inside", args=[evaluation.pk, count - 1]))
+    assert inside.status_code == 200
+    rows = evaluation.rows()
+    labels = evaluation.results["labels"]
+    shown = [p.label for p in inside.context["classification"].predictions]
+    assert shown[:3] == [labels[int(i)] for i in rows.top_indices[count - 1, :3]]
+    assert inside.context["classification"].layers and 'id="layers"' in inside.content.decode()
+    assert client.get(reverse("evaluation-image-inside", args=[evaluation.pk, count])).status_code == 404
+    evaluation.snapshot.delete()
+    assert client.get(reverse("evaluation-image-inside", args=[evaluation.pk, 0])).status_code == 404
 
 
 # --- In a browser ------------------------------------------------------------------------------
@@ -568,3 +581,12 @@ def test_a_person_evaluates_the_test_folder_and_opens_a_cell(platform_server, tr
         expect(page.locator("#gallery > li")).to_have_count(min(count, 48))
         page.wait_for_function("[...document.querySelectorAll('#gallery img')].every((img) => img.naturalWidth > 0)")
         shot(page, "evaluation-cell")
+        # Each image opens inside the network: its top 5 and every layer, from the evaluation's snapshot.
+        name = page.locator("#gallery .ev-name").first.inner_text()
+        page.locator("#gallery > li a").first.click()
+        expect(page.locator("h1")).to_have_text(name)
+        expect(page.locator("#predictions tbody td").first).to_have_text("5")
+        expect(page.locator("#layers tbody tr").first).to_be_visible()
+        assert page.locator("#layers tbody tr").count() >= 5
+        page.wait_for_function("document.querySelectorAll('#layers canvas[data-histogram]').length > 0")
+        shot(page, "evaluation-image-inside")

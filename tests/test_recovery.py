@@ -66,6 +66,19 @@ def horses_of(worker_pid):
         return []
 
 
+def end(process):
+    """SIGTERM, as an operator would; SIGKILL if it has not stopped within 30 s, so that no
+    worker of this test takes a later test's jobs."""
+    process.terminate()
+    try:
+        process.wait(30)
+        return True
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+        return False
+
+
 def report(what, seconds):
     # Shown with -s, and in the log of a failing run: the README's reliability table comes from here.
     print(f"\n[drill] {what}: {seconds:.1f} s")
@@ -91,8 +104,8 @@ def test_a_killed_work_horse_is_noticed_at_once_and_its_experiment_resumes(clien
         assert noticed <= DETECTION_GOAL_SECONDS
         wait_for(lambda: Experiment.objects.get(pk=experiment.pk).status == Experiment.Status.DONE, 300, "done", log)
     finally:
-        worker.terminate()
-        worker.wait(30)
+        stopped = end(worker)
+    assert stopped, "the worker did not stop on SIGTERM within 30 s"
 
     experiment.refresh_from_db()
     assert epochs_of(experiment) == list(range(1, epochs + 1))  # every epoch exactly once
@@ -271,12 +284,10 @@ def test_with_redis_down_pages_answer_work_is_kept_and_runs_when_it_is_back(
         wait_for(lambda: Experiment.objects.get(pk=experiment.pk).status == "done", 180, "the experiment", worker_log)
         report("Redis back -> both jobs done", time.monotonic() - back)
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(30)
+        stopped = [end(process) for process in processes]
         if redis_server.process.poll() is None:
             redis_server.stop()
+    assert all(stopped), "a process did not stop on SIGTERM within 30 s"
     assert "Traceback" not in web_log.read_text()
     assert "queued again" in Dataset.objects.get(pk=dataset.pk).log_text
 
@@ -417,3 +428,36 @@ def test_the_admin_shows_each_job_with_its_lifecycle_and_log(client, alice):
     assert "Epoch 1: train loss 0.5" in page and this_worker() in page
     page = client.get(reverse("admin:datasets_dataset_change", args=[dataset.pk])).content.decode()
     assert "Found 2 classes" in page
+
+
+def test_a_stop_signal_during_recovery_still_stops_the_worker(monkeypatch):
+    """RQ stops an idle worker by raising StopRequested from its signal handler, wherever
+    the worker is: recovery, which runs in the idle loop, must let it through."""
+    from rq.exceptions import StopRequested
+
+    from jobs.worker import Worker
+
+    def interrupted():
+        raise StopRequested
+
+    monkeypatch.setattr(recovery, "recover", interrupted)
+    worker = Worker.__new__(Worker)
+    with pytest.raises(StopRequested):
+        worker.recover()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_idle_worker_stops_at_once_on_sigterm(tmp_path):
+    log = tmp_path / "worker.log"
+    worker = subprocess.Popen([*WORKER, "datasets"], cwd=ROOT, env=subprocess_env(), stdout=open(log, "w"),
+                              stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_for(lambda: "Listening on" in log.read_text(), 60, "the worker to listen", log)
+        time.sleep(6)  # past a recovery round
+        worker.terminate()
+        stopping = time.monotonic()
+        worker.wait(15)
+        assert time.monotonic() - stopping < 10
+    finally:
+        if worker.poll() is None:
+            worker.kill()

@@ -57,16 +57,22 @@ class Classification:
         return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def classify(snapshot, image_file, top_k=TOP_K, *, layers=False, tiles=False, saliency=False, saliency_class=None):
-    """The top classes for one uploaded image; with ``layers`` every layer's statistics
-    (and with ``tiles`` its drawings), with ``saliency`` the map of the top class and of
-    class index ``saliency_class`` if another. Raises imaging.ImagingError for a file
-    that is not a usable image."""
+def classify(snapshot, image_file, top_k=TOP_K, **views):
+    """The top classes for one uploaded image, with the views classify_pixels names.
+    Raises imaging.ImagingError for a file that is not a usable image."""
+    pixels = imaging.load_image(image_file, **image_options(snapshot.experiment.dataset))
+    return classify_pixels(snapshot, pixels, top_k, **views)
+
+
+def classify_pixels(snapshot, pixels, top_k=TOP_K, *, layers=False, tiles=False, saliency=False, saliency_class=None):
+    """The top classes for one image already decoded by image_options (a stored image, one
+    an evaluation classified); with ``layers`` every layer's statistics (and with ``tiles``
+    its drawings), with ``saliency`` the map of the top class and of class index
+    ``saliency_class`` if another. Raises FileNotFoundError when the snapshot's file is gone."""
     from models.networks import describe
     from training import engine, inside
 
     dataset = snapshot.experiment.dataset
-    pixels = imaging.load_image(image_file, **image_options(dataset))
     model, mean, augmentation = predictor(snapshot)
     network, input_shape = _network_of(snapshot.experiment, augmentation)
     mtime = os.stat(snapshot.path).st_mtime_ns

@@ -1,5 +1,6 @@
 from django import template
 
+from evaluations import compare
 from evaluations.models import Evaluation
 
 register = template.Library()
@@ -19,3 +20,15 @@ def experiment_evaluations(context, experiment):
     user = context["request"].user
     evaluations = Evaluation.objects.visible_to(user).filter(experiment=experiment).select_related("owner")
     return {"experiment": experiment, "evaluations": evaluations, "has_snapshots": experiment.snapshots.exists()}
+
+
+@register.inclusion_tag("evaluations/_compare.html", takes_context=True)
+def compared_evaluations(context, experiments):
+    """The compare page's evaluations of the same images, side by side: only those this user may see."""
+    user = context["request"].user
+    finished = (
+        Evaluation.objects.visible_to(user)
+        .filter(experiment__in=experiments, status=Evaluation.Status.DONE)
+        .select_related("experiment")
+    )
+    return {"tables": compare.source_tables(experiments, finished), "metrics": compare.CLASS_METRICS}
