@@ -210,10 +210,6 @@ class Dataset(Owned, Job):
     def resume_note(self):
         return "building again from the start"
 
-    @property
-    def log_text(self):
-        return "\n".join(line.message for line in self.log_lines.all())
-
 
 class BuildLogLine(JobLogLine):
     dataset = models.ForeignKey(Dataset, models.CASCADE, related_name="log_lines")

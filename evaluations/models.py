@@ -139,10 +139,6 @@ class Evaluation(Owned, Job):
     def resume_note(self):
         return "classifying again from the first image"
 
-    @property
-    def log_text(self):
-        return "\n".join(line.message for line in self.log_lines.all())
-
 
 class EvaluationLogLine(JobLogLine):
     evaluation = models.ForeignKey(Evaluation, models.CASCADE, related_name="log_lines")

@@ -213,6 +213,10 @@ class Job(models.Model):
         if message:
             self.log(message, level, send=False)
 
+    @property
+    def log_text(self):
+        return "\n".join(line.message for line in self.log_lines.all())
+
     def log(self, message, level="info", send=True):
         line = self.log_lines.create(level=level, message=message)
         if send:
