@@ -1,15 +1,12 @@
-import shutil
 from pathlib import Path
 
 from django.conf import settings
-from django.db import models, transaction
-from django.db.models.signals import post_delete
-from django.dispatch import receiver
+from django.db import models
 from django.urls import reverse
 
 from accounts.access import Owned, OwnedQuerySet
 from evaluations import core
-from jobs.models import Job, JobLogLine
+from jobs.models import Job, JobLogLine, remove_files_on_delete
 
 
 class EvaluationQuerySet(OwnedQuerySet):
@@ -147,8 +144,5 @@ class EvaluationLogLine(JobLogLine):
         ordering = ["evaluation", "created", "pk"]
 
 
-@receiver(post_delete, sender=Evaluation)
-def _remove_files(sender, instance, **kwargs):
-    """Its files go with the row, also when its experiment is deleted (a cascade)."""
-    directory = instance.directory
-    transaction.on_commit(lambda: shutil.rmtree(directory, ignore_errors=True))
+# Its files go with the row, also when its experiment is deleted (a cascade).
+remove_files_on_delete(Evaluation)

@@ -16,11 +16,13 @@ done by the workers.
 
 import logging
 import os
+import shutil
 import socket
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.db.models.functions import Coalesce
+from django.db.models.signals import post_delete
 from django.utils import timezone
 
 from jobs import queues
@@ -245,6 +247,18 @@ class JobLogLine(models.Model):
 
     def as_event(self):
         return {"type": "log", "level": self.level, "message": self.message, "time": self.created.isoformat()}
+
+
+def remove_files_on_delete(model):
+    """A job's folder (`model.directory`) goes with its row, also when a cascade deletes it,
+    once the deletion is committed."""
+
+    def remove(sender, instance, **kwargs):
+        directory = instance.directory
+        transaction.on_commit(lambda: shutil.rmtree(directory, ignore_errors=True))
+
+    post_delete.connect(remove, sender=model, weak=False, dispatch_uid=f"remove-files-{model._meta.label_lower}")
+    return model
 
 
 def job_models():

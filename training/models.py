@@ -1,17 +1,14 @@
-import shutil
 from pathlib import Path
 
 from django.conf import settings
 from django.db import models, transaction
-from django.db.models.signals import post_delete
-from django.dispatch import receiver
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts.access import Owned, can_view
 from jobs.events import broadcast
-from jobs.models import ACTIVE, Job, JobLogLine, JobStatus
+from jobs.models import ACTIVE, Job, JobLogLine, JobStatus, remove_files_on_delete
 from training import config
 
 
@@ -326,8 +323,5 @@ class ExportLogLine(JobLogLine):
         ordering = ["export", "created", "pk"]
 
 
-@receiver(post_delete, sender=Export)
-def _remove_export_files(sender, instance, **kwargs):
-    """Its files go with the row, also when its experiment is deleted (a cascade)."""
-    directory = instance.directory
-    transaction.on_commit(lambda: shutil.rmtree(directory, ignore_errors=True))
+# Its files go with the row, also when its experiment is deleted (a cascade).
+remove_files_on_delete(Export)
