@@ -38,6 +38,7 @@ class Team(models.Model):
 
 class Membership(models.Model):
     class Role(models.TextChoices):
+        VIEWER = "viewer", "Viewer"
         MEMBER = "member", "Member"
         ADMIN = "admin", "Admin"
 

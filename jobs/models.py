@@ -79,6 +79,9 @@ class Job(models.Model):
     # "host:pid" of the worker running it (this_worker()).
     worker = models.CharField(max_length=300, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # Why a queued job has not started although a worker could take it (a quota is full:
+    # "waiting: team Vision runs 4 of 4 allowed"); blank while it simply waits its turn.
+    waiting = models.CharField(max_length=300, blank=True)
 
     class Meta:
         abstract = True
