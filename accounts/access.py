@@ -8,6 +8,9 @@ own. An owned object (dataset, experiment) has `owner`, `team` and `visibility`:
 - team: members of its team see it, admins of its team change it too;
 - organisation: every active user sees it; admins of its team change it.
 
+Seeing is not working: a team's viewers see what is shared with it, as its members do, but
+queue nothing as the team's work (`may_work_for`, below). Members and admins do.
+
 Superusers see and change everything (that is what the admin is for).
 
 Anything made from an object (a clone of a dataset, an experiment on a dataset, a fine-tune
@@ -98,11 +101,63 @@ def get_editable_or_404(queryset, user, **lookup):
     return obj
 
 
+# --- Who may work as a team -----------------------------------------------------------------
+#
+# An object's team is whose work it is: the team's devices and quota run it, and the team's
+# members see it. A viewer of a team (Membership.Role.VIEWER) sees and downloads what the
+# team shares, exactly as a member, but may not put work on the team:
+#
+# - pick the team on anything new (dataset, experiment, sweep, saved network) or share
+#   anything with it afterwards (`teams_for` leaves the team out; `work_problem` refuses it);
+# - queue a job whose team is that team: resume one of its experiments, export one of its
+#   snapshots anew (an export is its experiment's work), or evaluate one of its experiments
+#   as the team's (an evaluation by a viewer is the viewer's own, private: `evaluation_reach`);
+# - clone or train from the team's objects as the team's work: a clone or an experiment on a
+#   team's dataset may be made, private or shared with a team the user works for.
+#
+# Work with no team is the user's own, and anyone may queue that.
+
+WORKING_ROLES = (Membership.Role.MEMBER, Membership.Role.ADMIN)
+
+
 def teams_for(user):
-    """Teams whose name a user may put on a dataset or an experiment."""
+    """Teams whose name a user may put on a dataset, an experiment, a sweep, a network: the
+    ones they work for (member or admin), not the ones they only view."""
     if user.is_superuser:
         return Team.objects.all()
-    return Team.objects.filter(memberships__user=user)
+    return Team.objects.filter(memberships__user=user, memberships__role__in=WORKING_ROLES)
+
+
+def may_work_for(user, team_id):
+    """Whether `user` may queue work as team `team_id`'s (None: nobody's team, their own)."""
+    if team_id is None or user.is_superuser:
+        return user.is_authenticated and user.is_active
+    return (
+        user.is_authenticated
+        and user.is_active
+        and Membership.objects.filter(user=user, team_id=team_id, role__in=WORKING_ROLES).exists()
+    )
+
+
+def work_problem(user, team_id):
+    """Why `user` may not queue work as team `team_id`'s, in words; None when they may."""
+    if may_work_for(user, team_id):
+        return None
+    team = Team.objects.filter(pk=team_id).first()
+    name = f"team {team.name}" if team else "this team"
+    if Membership.objects.filter(user=user, team_id=team_id, role=Membership.Role.VIEWER).exists():
+        return f"You are a viewer of {name}: you may see its work but not queue work or share things with it."
+    return f"You are not a member of {name}, so you may not queue work or share things with it."
+
+
+def evaluation_reach(user, experiment):
+    """Who sees an evaluation `user` makes of `experiment`: as many as see the experiment,
+    except that one by a viewer of the experiment's team is not the team's work but their
+    own, private."""
+    reach = Reach.of(experiment)
+    if reach.team_id is not None and not may_work_for(user, reach.team_id):
+        return Reach(Visibility.PRIVATE)
+    return reach
 
 
 # --- Nothing made from an object is shared more widely than the object ------------------------

@@ -1,6 +1,10 @@
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth.admin import UserAdmin
+from django.template.response import TemplateResponse
 
+from accounts import handover
 from accounts.login import AdminLoginForm
 from accounts.models import ApiToken, AuditEntry, Membership, Team, User
 
@@ -14,10 +18,59 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
+class HandoverForm(forms.Form):
+    recipient = forms.ModelChoiceField(
+        queryset=User.objects.order_by("-is_active", "username"),
+        help_text="An active user; they become the owner. Team and visibility stay as they are.",
+    )
+
+    def clean_recipient(self):
+        recipient = self.cleaned_data["recipient"]
+        if not recipient.is_active:
+            raise forms.ValidationError(f"{recipient.username} is inactive: choose an active user.")
+        return recipient
+
+
 @admin.register(User)
 class PlatformUserAdmin(UserAdmin):
     list_display = ["username", "email", "first_name", "last_name", "is_staff", "is_active", "last_login"]
     list_filter = ["is_staff", "is_superuser", "is_active", "memberships__team"]
+    actions = ["deactivate", "hand_over_work"]
+
+    @admin.action(description="Deactivate, ending their sessions now")
+    def deactivate(self, request, queryset):
+        ended = 0
+        for user in queryset.filter(is_active=True):
+            user.is_active = False
+            user.save(update_fields=["is_active"])  # accounts.sessions ends the sessions on save
+            self.log_change(request, user, "Deactivated.")
+            ended += 1
+        self.message_user(request, f"{ended} user(s) deactivated; their sessions and sockets are closed.")
+
+    @admin.action(description="Hand over work to…")
+    def hand_over_work(self, request, queryset):
+        """Everything the chosen users own goes to one recipient, chosen on an intermediate page."""
+        form = HandoverForm(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            recipient = form.cleaned_data["recipient"]
+            for leaver in queryset:
+                try:
+                    moved = handover.hand_over(leaver, recipient, by=request.user)
+                except handover.HandoverRefused as refused:
+                    self.message_user(request, str(refused), messages.ERROR)
+                    continue
+                summary = ", ".join(f"{count} {name}" for name, count in moved.items()) or "nothing"
+                self.message_user(request, f"{leaver.username}'s work went to {recipient.username}: {summary}.")
+            return None
+        ctx = {
+            **self.admin_site.each_context(request),
+            "title": "Hand over work",
+            "opts": self.model._meta,
+            "form": form,
+            "leavers": [(user, handover.owned_by(user)) for user in queryset],
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/accounts/hand_over.html", ctx)
 
 
 @admin.register(Team)

@@ -5,4 +5,5 @@ class AccountsConfig(AppConfig):
     name = "accounts"
 
     def ready(self):
-        from accounts import audit, ratelimit  # noqa: F401  (their signal receivers count and log logins)
+        # Their signal receivers count and log logins, and end a leaver's sessions.
+        from accounts import audit, ratelimit, sessions  # noqa: F401

@@ -8,6 +8,7 @@ from accounts.access import (
     sharing_problem,
     teams_for,
     widest_visibility,
+    work_problem,
 )
 from accounts.models import AuditEntry, Team, Visibility
 
@@ -23,7 +24,9 @@ class OwnedObjectForm(forms.ModelForm):
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
         self.user = user
-        self.fields["team"].queryset = teams_for(user)
+        # The team it has stays acceptable (a rename must not fail because its owner now only
+        # views that team); sharing with it anew is refused in check_sharing.
+        offer_working_teams(self, keep=self.instance.team_id if self.instance.pk else None)
         self.fields["team"].required = False
         self.fields["team"].empty_label = "— no team —"
         self.fields["visibility"].help_text = "Who may see it. The team's admins may change it too."
@@ -75,6 +78,27 @@ def offer_allowed_sharing(form, sources):
         team.widget.choices = [choice for choice in team.choices if choice[0] in ("", reach.team_id)]
 
 
+def offer_working_teams(form, keep=None):
+    """Offer on the form's "team" field the teams its user works for (accounts.access.teams_for),
+    and `keep` (a team id) besides. A form filled in from something else (a clone) whose team
+    the user only views starts from private instead."""
+    teams = teams_for(form.user)
+    if keep is not None:
+        teams = (teams | Team.objects.filter(pk=keep)).distinct()
+    field = form.fields["team"]
+    field.queryset = teams
+    field.error_messages["invalid_choice"] = (
+        "Select a valid choice: one of the teams you work for (a team's viewers see its work but do not share with it)."
+    )
+    team = form.initial.get("team")
+    team_id = getattr(team, "pk", team)
+    if team_id in (None, "") or form.fields["team"].queryset.filter(pk=team_id).exists():
+        return
+    form.initial["team"] = None
+    if form.initial.get("visibility") == Visibility.TEAM:
+        form.initial["visibility"] = Visibility.PRIVATE
+
+
 def check_sharing(form, cleaned, sources, made_from_it=()):
     """Refuse a team visibility without a team, and, on the visibility field, a visibility
     and team wider than a source allows or narrower than what was made from the object."""
@@ -87,8 +111,11 @@ def check_sharing(form, cleaned, sources, made_from_it=()):
     team_id = team.pk if team is not None else None
     if getattr(form, "shared_before", None) == Reach.sharing(visibility, team_id):
         return  # shared as before: a rename must not fail on a row older than the rule
-    problem = sharing_problem(form.user, visibility, team_id, sources) or narrowing_problem(
-        form.user, visibility, team_id, made_from_it
+    reach = Reach.sharing(visibility, team_id)
+    problem = (
+        (work_problem(form.user, reach.team_id) if reach.team_id is not None else None)
+        or sharing_problem(form.user, visibility, team_id, sources)
+        or narrowing_problem(form.user, visibility, team_id, made_from_it)
     )
     if problem:
         form.add_error("visibility", problem)

@@ -66,5 +66,11 @@ class DirectoryLDAPBackend(LDAPBackend):
             raise PermissionDenied("A directory account cannot log in as a local superuser.")
         if user is not None:
             groups = ldap_user.group_names if self.settings.GROUP_SEARCH else ()
-            sync_teams(user, groups, source=Source.LDAP, admin_suffix=settings.LDAP_ADMIN_SUFFIX)
+            sync_teams(
+                user,
+                groups,
+                source=Source.LDAP,
+                admin_suffix=settings.LDAP_ADMIN_SUFFIX,
+                viewer_suffix=settings.LDAP_VIEWER_SUFFIX,
+            )
         return user

@@ -110,6 +110,8 @@ class AuditEntry(models.Model):
         TOKEN_CREATED = "token_created", "API token created"
         TOKEN_REVOKED = "token_revoked", "API token revoked"
         ADMIN = "admin", "Admin action"
+        HANDED_OVER = "handed_over", "Work handed over"
+        SESSIONS_ENDED = "sessions_ended", "Sessions ended"
 
     time = models.DateTimeField(default=timezone.now, db_index=True)
     action = models.CharField(max_length=20, choices=Action.choices)
@@ -144,6 +146,18 @@ class AuditEntry(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionError("Audit entries cannot be deleted.")
+
+
+class UserSession(models.Model):
+    """One session a user logged in with (accounts.sessions): the session store is keyed by
+    session, so this is how a leaver's sessions are found and ended at once."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="logged_in_sessions")
+    session_key = models.CharField(max_length=40, unique=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"{self.user} since {self.created:%Y-%m-%d %H:%M:%S}"
 
 
 class ApiToken(models.Model):

@@ -186,7 +186,13 @@ class DirectoryOIDCBackend(OIDCAuthenticationBackend):
     def get_or_create_user(self, access_token, id_token, payload):
         user = super().get_or_create_user(access_token, id_token, payload)
         if user is not None:
-            sync_teams(user, groups_from(self.claims), source=Source.OIDC, admin_suffix=settings.OIDC_ADMIN_SUFFIX)
+            sync_teams(
+                user,
+                groups_from(self.claims),
+                source=Source.OIDC,
+                admin_suffix=settings.OIDC_ADMIN_SUFFIX,
+                viewer_suffix=settings.OIDC_VIEWER_SUFFIX,
+            )
         return user
 
 

@@ -1,6 +1,7 @@
 """Teams pages: the teams a user is in, a team's members, what it shares and what it stores.
 
-A team's admins (and superusers) add and remove members and change roles; anyone may leave,
+A team's admins (and superusers) add and remove members and change roles (viewer: sees what
+the team shares but queues no work as the team's; member; admin); anyone may leave,
 but the last admin of a team with other members names another admin first. What the
 directory manages is edited there: a membership from the directory (and, in a team from the
 directory, adding members) is not offered here, since the next login would undo it.
@@ -22,6 +23,11 @@ from accounts.models import Membership, Source, Team, User
 
 Action = audit.Action
 Role = Membership.Role
+
+ROLES_HELP = (
+    "Viewers see and download what the team shares; members also run work as the team's and share "
+    "with it; admins also manage its members."
+)
 
 
 # --- Who may do what ----------------------------------------------------------------------
@@ -60,7 +66,7 @@ class TeamForm(forms.ModelForm):
 
 class AddMemberForm(forms.Form):
     username = forms.CharField(max_length=150)
-    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER, help_text=ROLES_HELP)
 
     def __init__(self, *args, team, **kwargs):
         super().__init__(*args, **kwargs)
@@ -146,6 +152,7 @@ def team_detail(request, pk, add_form=None, leave_form=None):
         "add_form": add_form or (AddMemberForm(team=team) if manage and team.source == Source.LOCAL else None),
         "leave_form": leave_form or (LeaveForm(membership=mine) if mine and not directory_managed(mine) else None),
         "roles": Role.choices,
+        "roles_help": ROLES_HELP,
         **team_contents(team, request.user),
     }
     return render(request, "accounts/team_detail.html", ctx, status=400 if (add_form or leave_form) else 200)
@@ -206,10 +213,10 @@ def member_role(request, pk, membership_pk):
     if directory_managed(membership):
         messages.error(request, "This membership comes from the directory: change the role there.")
     elif not form.is_valid():
-        messages.error(request, "Choose member or admin.")
+        messages.error(request, "Choose viewer, member or admin.")
     elif form.cleaned_data["role"] != membership.role:
-        if form.cleaned_data["role"] == Role.MEMBER and last_admin_problem(membership):
-            messages.error(request, "The team needs another admin before this one becomes a member.")
+        if form.cleaned_data["role"] != Role.ADMIN and last_admin_problem(membership):
+            messages.error(request, "The team needs another admin before this one stops being an admin.")
         else:
             membership.role = form.cleaned_data["role"]
             membership.save(update_fields=["role"])

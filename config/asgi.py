@@ -11,6 +11,7 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from accounts.sockets import TokenAuthMiddleware  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 from jobs.origin import SameOriginValidator  # noqa: E402
 
@@ -18,6 +19,7 @@ application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         # The Origin check stops a page on another site opening a socket in the user's name.
-        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # A script may authenticate with an API token instead of the session.
+        "websocket": SameOriginValidator(AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))),
     }
 )

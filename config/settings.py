@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",
     "channels",
     "django_rq",
     "rest_framework",
@@ -65,6 +66,7 @@ INSTALLED_APPS = [
     "models",
     "training",
     "evaluations",
+    "quotas",
 ]
 
 MIDDLEWARE = [
@@ -130,11 +132,29 @@ DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
         conn_max_age=envint("DATABASE_CONN_MAX_AGE", "0"),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web and workers write the same file: wait for a lock rather than fail at once.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and envint("DATABASE_POOL_SIZE", "0") > 0:
+    # The web server reuses PostgreSQL connections through psycopg's pool, not
+    # CONN_MAX_AGE: under ASGI every request's sync code runs in a thread of its own
+    # (sync_to_async, one thread-sensitive context per request), and a connection kept by
+    # CONN_MAX_AGE belongs to that thread, so it is never reused and only leaks until the
+    # server hits max_connections. A pooled connection goes back to the pool when Django
+    # closes it at the end of the request. Only the web process sets DATABASE_POOL_SIZE
+    # (scripts/web.sh): RQ forks a work-horse per job, and a child must not inherit the
+    # parent's pooled sockets and pool threads.
+    if DATABASES["default"]["CONN_MAX_AGE"]:
+        raise ImproperlyConfigured("DATABASE_POOL_SIZE and DATABASE_CONN_MAX_AGE cannot both be set")
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": envint("DATABASE_POOL_SIZE", "0"),
+        # A request waits this long for a free connection, then fails rather than hangs.
+        "timeout": envint("DATABASE_POOL_TIMEOUT", "10"),
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
@@ -168,6 +188,7 @@ OIDC_RP_CLIENT_SECRET = os.environ.get("OIDC_CLIENT_SECRET", "")
 OIDC_NAME = os.environ.get("OIDC_NAME", "your organisation")
 OIDC_TEAMS_CLAIM = os.environ.get("OIDC_TEAMS_CLAIM", "groups")
 OIDC_ADMIN_SUFFIX = os.environ.get("OIDC_ADMIN_SUFFIX", ":admin")
+OIDC_VIEWER_SUFFIX = os.environ.get("OIDC_VIEWER_SUFFIX", ":viewer")
 OIDC_USERNAME_CLAIM = os.environ.get("OIDC_USERNAME_CLAIM", "preferred_username")
 OIDC_RP_SCOPES = os.environ.get("OIDC_SCOPES", "openid email profile")
 OIDC_RP_SIGN_ALGO = os.environ.get("OIDC_RP_SIGN_ALGO", "RS256")
@@ -196,6 +217,7 @@ if LDAP_GROUP_TYPE not in ("groupOfNames", "groupOfUniqueNames", "posixGroup"):
     )
 LDAP_GROUP_FILTER = os.environ.get("LDAP_GROUP_FILTER", f"(objectClass={LDAP_GROUP_TYPE})")
 LDAP_ADMIN_SUFFIX = os.environ.get("LDAP_ADMIN_SUFFIX", OIDC_ADMIN_SUFFIX)
+LDAP_VIEWER_SUFFIX = os.environ.get("LDAP_VIEWER_SUFFIX", OIDC_VIEWER_SUFFIX)
 LDAP_TIMEOUT = envint("LDAP_TIMEOUT", "10")
 
 AUTH_PASSWORD_VALIDATORS = [

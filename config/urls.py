@@ -10,6 +10,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("audit/", account_views.audit_log, name="audit-log"),
     path("teams/", include("accounts.team_urls")),
+    path("", include("quotas.urls")),
     path("datasets/", include("datasets.urls")),
     path("experiments/", include("training.urls")),
     path("experiments/<int:pk>/evaluate/", evaluation_views.evaluation_new, name="evaluation-new"),

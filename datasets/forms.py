@@ -10,27 +10,15 @@ from django.db import transaction
 from accounts.forms import SETTINGS_FIELDS, OwnedObjectForm, OwnedSettingsForm
 from datasets import archives, imaging, lists, rules, sources
 from datasets.models import Dataset
+from quotas import usage as quota_usage
 
 MAX_SIDE = 1024
 
 
-def candidate_folders(max_depth=3):
-    """Folders under the import roots, offered as suggestions in the form."""
-    found = []
-    for root in settings.DATA_IMPORT_ROOTS:
-        root = Path(root)
-        if not root.is_dir():
-            continue
-        stack = [(root, 0)]
-        while stack and len(found) < 200:
-            folder, depth = stack.pop()
-            found.append(str(folder))
-            if depth < max_depth:
-                subfolders = sorted(
-                    (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True
-                )
-                stack.extend((p, depth + 1) for p in subfolders[:50])
-    return sorted(found)
+def candidate_folders():
+    """Folders under the import roots that look like a dataset's (their subfolders are
+    classes of images), offered as suggestions in the form."""
+    return sources.dataset_folders(settings.DATA_IMPORT_ROOTS)
 
 
 # The list files of a "lists" source: the model field holding a server path, the upload field
@@ -245,7 +233,18 @@ class DatasetForm(OwnedObjectForm):
                 self._clean_lists(cleaned, options)
         except _FieldError as exc:
             self.add_error(exc.field, str(exc))
+        self._check_storage(cleaned)
         return cleaned
+
+    def _check_storage(self, cleaned):
+        """A team over its storage quota takes no new dataset (quotas.usage)."""
+        team, upload = cleaned.get("team"), cleaned.get("archive")
+        if team is None or self.has_error("team"):
+            return
+        incoming = upload.size if upload is not None and cleaned.get("source_type") == Dataset.SourceType.ARCHIVE else 0
+        problem = quota_usage.storage_refusal(team, incoming)
+        if problem:
+            self.add_error("archive" if incoming else "team", problem[:1].upper() + problem[1:])
 
     def _clean_folders(self, cleaned, options):
         roots = {}

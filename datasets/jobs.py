@@ -186,6 +186,7 @@ class Progress:
             return
         self.last_sent = now
         Dataset.objects.filter(pk=self.dataset.pk).update(progress_done=done, progress_total=total)
+        self.dataset.announce()
         elapsed = now - self.started
         rate = done / elapsed if elapsed > 0 else 0.0
         broadcast(

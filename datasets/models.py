@@ -30,6 +30,7 @@ class Dataset(Owned, Job):
     job_function = "datasets.jobs.build"
     default_queue = "datasets"
     group_prefix = "dataset"
+    listed_on_console = True
 
     class ImageType(models.IntegerChoices):
         GRAYSCALE = 1, "Grayscale"
@@ -93,6 +94,11 @@ class Dataset(Owned, Job):
 
     class Meta:
         ordering = ["-created"]
+        indexes = [
+            # The console's dataset list, GET /api/datasets/ and the datasets page:
+            # visible_to(user), newest first, one page, walked in page order.
+            models.Index(fields=["-created", "-id"], name="dataset_console_by_created"),
+        ]
 
     def __str__(self):
         return self.name

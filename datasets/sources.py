@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.imaging import SPLITS, ImagingError, scan_class_folders, split_three_ways
+from datasets.imaging import SPLITS, ImagingError, is_image_name, scan_class_folders, split_three_ways
 from datasets.lists import ParsedList, locate
 
 _MAX_STREAM = 0x3A  # keeps the per-class subsampling's random stream apart from the split's
@@ -48,6 +48,44 @@ class ListProblem(ImagingError):
     def __init__(self, split: str, message: str):
         super().__init__(message)
         self.split = split
+
+
+# Looking at this many subfolders, and this many entries of each, tells a dataset's folder:
+# class folders hold images from their first entries on.
+MAX_CLASS_PROBES = 20
+_ENTRIES_PROBED = 20
+
+
+def dataset_folders(roots, *, max_depth: int = 3, limit: int = 200) -> list[str]:
+    """Folders under ``roots`` that look like a dataset's folder: at least two of their
+    subfolders hold images (the classes), as mnist/train/ does with its 0/ … 9/. The class
+    folders themselves, and a parent of train/ and val/, are not among them: neither is what
+    the form's folder fields take. Hidden folders are skipped; at most ``limit`` are returned."""
+    found = []
+    stack = [(Path(root), 0) for root in roots if Path(root).is_dir()]
+    while stack and len(found) < limit:
+        folder, depth = stack.pop()
+        try:
+            subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError:
+            continue
+        if sum(1 for sub in subfolders[:MAX_CLASS_PROBES] if _holds_images(sub)) >= 2:
+            found.append(str(folder))
+            continue  # its subfolders are classes, not datasets
+        if depth < max_depth:
+            stack.extend((p, depth + 1) for p in reversed(subfolders[:50]))
+    return sorted(found)
+
+
+def _holds_images(folder: Path) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            for _, entry in zip(range(_ENTRIES_PROBED), entries, strict=False):
+                if is_image_name(entry.name) and entry.is_file():
+                    return True
+    except OSError:
+        pass
+    return False
 
 
 def plan_folders(

@@ -3,6 +3,7 @@ from django.urls import path
 from datasets import views
 
 urlpatterns = [
+    path("", views.dataset_list, name="dataset-list"),
     path("new/", views.dataset_new, name="dataset-new"),
     path("preview/", views.dataset_preview, name="dataset-preview"),
     path("<int:pk>/", views.dataset_detail, name="dataset-detail"),

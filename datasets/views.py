@@ -9,6 +9,7 @@ from django.db import transaction
 from django.db.models import ProtectedError
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from PIL import Image, ImageOps
 
@@ -22,6 +23,12 @@ GALLERY_PAGE_SIZE = 60
 SHOWN_SKIPPED = 500
 PREVIEW_SIDE = 256  # the original is shown at most this large
 IMAGE_CACHE = "private, max-age=86400"  # a built dataset's images never change; only its viewers may keep them
+
+
+def dataset_list(request):
+    """/datasets/: the console lists them (its filters apply), so send people there."""
+    query = request.GET.urlencode()
+    return redirect(f"{reverse('console')}{'?' + query if query else ''}#datasets")
 
 
 def dataset_new(request, clone_source=None):

@@ -5,7 +5,7 @@ from django import forms
 from django.conf import settings
 from django.db import transaction
 
-from accounts.access import Reach
+from accounts.access import evaluation_reach
 from datasets import archives, imaging, rules
 from datasets.models import SPLIT_NAMES
 from evaluations import core
@@ -129,9 +129,10 @@ class EvaluationForm(forms.Form):
         cleaned["upload_name"] = upload.name[:255]
 
     def create(self):
-        """The evaluation, shared exactly as widely as its experiment, queued once committed."""
+        """The evaluation, shared exactly as widely as its experiment (a viewer's of a team's
+        experiment: private, see evaluation_reach), queued once committed."""
         data = self.cleaned_data
-        reach = Reach.of(self.experiment)
+        reach = evaluation_reach(self.user, self.experiment)
         with transaction.atomic():
             evaluation = Evaluation.objects.create(
                 owner=self.user,

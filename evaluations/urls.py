@@ -3,6 +3,7 @@ from django.urls import path
 from evaluations import views
 
 urlpatterns = [
+    path("", views.evaluation_list, name="evaluation-list"),
     path("<int:pk>/", views.evaluation_detail, name="evaluation-detail"),
     path("<int:pk>/images/", views.evaluation_images, name="evaluation-images"),
     path("<int:pk>/images/<int:row>.png", views.evaluation_image, name="evaluation-image"),

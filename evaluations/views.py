@@ -15,13 +15,20 @@ from datasets import imaging, rules
 from evaluations import core
 from evaluations.forms import EvaluationForm
 from evaluations.models import Evaluation
-from training import inference
+from training import console, inference
 from training.inference import image_options
 from training.models import Experiment
 
 PAGE_SIZE = 48
 TOP_PER_CLASS = 8
 MISTAKES = 24
+
+
+def evaluation_list(request):
+    """Every evaluation the user may see, newest first, a page at a time (the console's pager)."""
+    rows = Evaluation.objects.visible_to(request.user).select_related("experiment", "owner", "snapshot")
+    page = console.page(rows.order_by("-created", "-pk"), request, "page")
+    return render(request, "evaluations/list.html", {"evaluations": page})
 
 
 def evaluation_new(request, pk):

@@ -3,19 +3,30 @@
 An event is a JSON-able dict with a "type" ("epoch", "status", "progress"); the page
 renders the same shape from the database on load, so a reconnecting client can refill
 what it missed.
+
+Every event sent to a group carries that group's sequence number ("seq", a counter in
+Redis that only grows), so a page can tell that it missed one: channels-redis drops
+messages for a socket whose queue is full, and nothing else says so. A consumer sends
+{"type": "sync", "group": ..., "seq": S} after the state it read from the database: every
+event up to S is in that state, and the next one it forwards is S + 1.
 """
 
 import asyncio
 import contextlib
 import json
 import logging
+import random
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from redis import Redis
 from redis.exceptions import RedisError
+
+from accounts.sessions import session_is_current
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +36,61 @@ CLOSE_ACCESS_LOST = 4403  # the user may no longer see the object: reconnecting 
 CLOSE_SERVER_ERROR = 1011
 
 
+_counters = {}
+
+
+def _counter_client():
+    """One Redis client per process for the sequence counters (redis-py's pool is
+    thread-safe and opens fresh connections after a fork)."""
+    url = settings.REDIS_URL
+    client = _counters.get(url)
+    if client is None:
+        client = _counters[url] = Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    return client
+
+
+def _seq_key(group):
+    # The channel layer's prefix keeps test runs (and installations sharing a Redis) apart.
+    return f"{settings.CHANNEL_LAYERS['default']['CONFIG'].get('prefix', 'asgi')}:seq:{group}"
+
+
+def current_seqs(groups):
+    """The last sequence number sent to each group (0 for one that never had an event)."""
+    groups = list(groups)
+    if not groups:
+        return {}
+    values = _counter_client().mget([_seq_key(group) for group in groups])
+    return {group: int(value or 0) for group, value in zip(groups, values, strict=True)}
+
+
+def _access_key():
+    return f"{settings.CHANNEL_LAYERS['default']['CONFIG'].get('prefix', 'asgi')}:access-generation"
+
+
+def access_changed(**kwargs):
+    """Something that decides who sees what was saved or deleted (a sharing setting, a
+    membership, an account, a session): every socket asks the database again before its next
+    event. A signal receiver (jobs.apps); Redis down only means the periodic check notices."""
+    try:
+        _counter_client().incr(_access_key())
+    except (RedisError, OSError) as exc:
+        log.warning("could not note an access change: %s", exc)
+
+
 def broadcast(group, event):
     """Send from sync code (a worker). A lost event is refilled from the database by the
-    page, so a Redis hiccup must not fail the job that produced it."""
+    page, so a Redis hiccup must not fail the job that produced it.
+
+    The message carries the access generation read as it was sent: a socket that checked
+    access at that generation forwards it without asking the database again, so a hundred
+    watchers cost one check each per change of access, not one per event."""
     try:
-        async_to_sync(get_channel_layer().group_send)(group, {"type": "forward", "event": event})
+        pipe = _counter_client().pipeline(transaction=False)
+        pipe.incr(_seq_key(group))
+        pipe.get(_access_key())
+        seq, generation = pipe.execute()
+        message = {"type": "forward", "event": event, "group": group, "seq": seq, "access": int(generation or 0)}
+        async_to_sync(get_channel_layer().group_send)(group, message)
     except (RedisError, OSError) as exc:
         # Redis down is an expected state (the pages say so), not a crash to trace.
         log.warning("could not broadcast %s to %s: %s", event.get("type"), group, exc)
@@ -43,10 +104,12 @@ class GroupConsumer(AsyncJsonWebsocketConsumer):
 
     Access can be taken away anywhere: the object's settings page, the API, the Django
     admin, a team membership, the user's account. So the socket is not told; it asks the
-    database again every `access_check_seconds`, and before it sends anything."""
+    database again every `access_check_seconds`, and before it sends anything: before every
+    event, unless nothing that decides access was saved since its last check (`access_changed`)."""
 
     access_check_seconds = 2
     has_access = False  # until connect() finds the object
+    checked_generation = None  # the access generation (broadcast) of the last check that passed
 
     def get_object(self, user, pk):
         """The object if `user` may see it, else None."""
@@ -59,6 +122,15 @@ class GroupConsumer(AsyncJsonWebsocketConsumer):
         """Sent right after the socket opens, so nothing that happened between the page
         render and the connection is missed."""
         return []
+
+    def sync_event(self):
+        """Read before the state that goes with it: every event up to this number is in
+        what the database says afterwards (a worker writes its row, then broadcasts)."""
+        return {"type": "sync", "group": self.group, "seq": current_seqs([self.group])[self.group]}
+
+    def _opening_events(self, obj):
+        sync = self.sync_event()
+        return [*self.current_events(obj), sync]
 
     async def connect(self):
         user = self.scope.get("user")
@@ -74,7 +146,7 @@ class GroupConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         self.access_watch = asyncio.ensure_future(self._watch_access())
-        for event in await database_sync_to_async(self.current_events)(obj):
+        for event in await database_sync_to_async(self._opening_events)(obj):
             await self.send_json(event)
 
     async def disconnect(self, code):
@@ -87,8 +159,11 @@ class GroupConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def forward(self, message):
-        if await self.still_allowed():
-            await self.send_json(message["event"])
+        if await self.may_forward(message):
+            event = message["event"]
+            if "seq" in message:
+                event = {**event, "group": message["group"], "seq": message["seq"]}
+            await self.send_json(event)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         """Hands receive_json only JSON objects; anything else is answered with an error event."""
@@ -113,10 +188,24 @@ class GroupConsumer(AsyncJsonWebsocketConsumer):
         await self._close_for_good(CLOSE_ACCESS_LOST)
         return False
 
+    async def may_forward(self, message):
+        """still_allowed(), skipped when the event was sent at the access generation of the
+        last check that passed."""
+        generation = message.get("access")
+        if self.has_access and generation is not None and generation == self.checked_generation:
+            return True
+        allowed = await self.still_allowed()
+        if allowed and generation is not None:
+            self.checked_generation = generation
+        return allowed
+
     def _user_may_see(self):
-        # The user afresh: deactivated, or no longer a superuser, since the socket opened.
+        # The user afresh: deactivated, or no longer a superuser, since the socket opened;
+        # and the session it opened with, which logging out (or leaving) ends.
         user = get_user_model()._default_manager.filter(pk=self.scope["user"].pk).first()
-        return user is not None and self.get_object(user, self.object.pk) is not None
+        if user is None or not session_is_current(self.scope):
+            return False
+        return self.get_object(user, self.object.pk) is not None
 
     async def _close_for_good(self, code):
         if not self.has_access:
@@ -128,7 +217,8 @@ class GroupConsumer(AsyncJsonWebsocketConsumer):
     async def _watch_access(self):
         try:
             while await self.still_allowed():
-                await asyncio.sleep(self.access_check_seconds)
+                # Jittered, so a hundred sockets opened together do not all ask at once.
+                await asyncio.sleep(self.access_check_seconds * random.uniform(0.75, 1.0))
         except Exception:
             # Access that cannot be checked is not assumed; the page reconnects and is asked again.
             log.exception("could not check access to %s", self.group)

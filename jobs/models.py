@@ -14,6 +14,7 @@ Reading a row never changes it: finding jobs whose worker died is `jobs.recovery
 done by the workers.
 """
 
+import contextlib
 import logging
 import os
 import shutil
@@ -25,7 +26,7 @@ from django.db.models.functions import Coalesce
 from django.db.models.signals import post_delete
 from django.utils import timezone
 
-from jobs import queues
+from jobs import console, queues
 from jobs.events import broadcast
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ class Job(models.Model):
             "error": self.error,
             "message": message,
             "attempts": self.attempts,
+            "waiting": self.waiting,
         }
 
     def latest_message(self):
@@ -142,25 +144,54 @@ class Job(models.Model):
         """Extra conditions for queued → running (an experiment must not be aborted)."""
         return {}
 
+    def admission(self):
+        """The claim's context: None when nothing holds the job back, or an object (an
+        experiment's quotas.admission.Admission) whose `condition` narrows the claim's
+        UPDATE and whose `refusal()` says why the job must wait."""
+        return contextlib.nullcontext()
+
+    def may_start(self):
+        """Whether a job that waits (`waiting`) could start now: recovery queues it again then."""
+        return True
+
     def claim(self, job_id=None):
         """Queued → running, for the RQ job `job_id` (None outside RQ). False when another
-        run got there first, the row names a newer attempt, or it was aborted."""
+        run got there first, the row names a newer attempt, it was aborted, or its
+        admission refused it (then it stays queued and says why in `waiting`)."""
         now = timezone.now()
         rows = self._objects().filter(status=JobStatus.QUEUED, **self.claim_filter())
         if job_id is not None:
             rows = rows.filter(job_id=job_id)
-        claimed = rows.update(
-            status=JobStatus.RUNNING,
-            started=Coalesce("started", models.Value(now)),
-            heartbeat=now,
-            worker=this_worker(),
-            error="",
-            attempts=models.F("attempts") + 1,
-        )
+        with self.admission() as admission:
+            refusal = admission.refusal() if admission else ""
+            claimed = 0
+            if not refusal:
+                claimed = rows.filter(admission.condition if admission else models.Q()).update(
+                    status=JobStatus.RUNNING,
+                    started=Coalesce("started", models.Value(now)),
+                    heartbeat=now,
+                    worker=this_worker(),
+                    error="",
+                    waiting="",
+                    attempts=models.F("attempts") + 1,
+                )
+                if not claimed and admission:
+                    refusal = admission.refusal()
         self.refresh_from_db()
         if claimed:
             self.changed("Running on a worker" + (f" (attempt {self.attempts})" if self.attempts > 1 else ""))
+        elif refusal:
+            self.wait(refusal, job_id)
         return claimed == 1
+
+    def wait(self, reason, job_id=None):
+        """Stays queued, held back for `reason`: said once on its page, until it starts."""
+        rows = self._objects().filter(status=JobStatus.QUEUED).exclude(waiting=reason)
+        if job_id is not None:
+            rows = rows.filter(job_id=job_id)
+        if rows.update(waiting=reason):
+            self.refresh_from_db()
+            self.changed(reason[:1].upper() + reason[1:])
 
     def finish(self, status, error="", message=None):
         """Running (or queued) → done, failed or aborted. False when it had already ended."""
@@ -210,9 +241,19 @@ class Job(models.Model):
         return "starting again"
 
     def changed(self, message="", level="info"):
-        """Record a status change and tell the page."""
+        """Record a status change and tell the page, and the consoles that list the row."""
         self.status_changed(message, level)
         broadcast(self.group_name, self.status_event(message))
+        self.announce()
+
+    # Whether the console lists rows of this kind (jobs.console): a subclass that is Owned says so.
+    listed_on_console = False
+
+    def announce(self):
+        """Tell the consoles that list this row that it changed. Once committed: a console
+        reads the row afresh for each of its viewers, and must find it."""
+        if self.listed_on_console:
+            transaction.on_commit(lambda: console.announce(self))
 
     def status_changed(self, message, level):
         if message:
@@ -249,7 +290,13 @@ class JobLogLine(models.Model):
         return self.message[:80]
 
     def as_event(self):
-        return {"type": "log", "level": self.level, "message": self.message, "time": self.created.isoformat()}
+        return {
+            "type": "log",
+            "id": self.pk,
+            "level": self.level,
+            "message": self.message,
+            "time": self.created.isoformat(),
+        }
 
 
 def remove_files_on_delete(model):

@@ -76,6 +76,13 @@ def requeue_lost(model):
     for job in model._base_manager.filter(status=JobStatus.QUEUED, queued__lt=before):
         if rq_job_alive(job):
             continue
+        if job.waiting:
+            # Held back (a quota is full): queued again only once it may start, so that no
+            # worker spins on it.
+            if job.may_start():
+                job.enqueue()
+                requeued.append(job.pk)
+            continue
         log.warning(
             "%s %s: its queued job %s was lost; queueing it again", model._meta.verbose_name, job.pk, job.job_id
         )

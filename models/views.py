@@ -11,7 +11,7 @@ from accounts.access import can_edit, get_editable_or_404, get_visible_or_404
 from datasets.models import Dataset
 from models.forms import SavedNetworkForm
 from models.models import SavedNetwork
-from training import config
+from training import config, console
 from training.exports import network_spec_text
 from training.models import Experiment
 
@@ -85,9 +85,20 @@ def network_visualize(request):
             ],
             "total_params": summary.total_params,
             "total_flops": summary.total_flops,
-            "error": {"layer": summary.error[0], "message": summary.error[1]} if summary.error else None,
+            "error": visualize_error(summary.error, network if payload.get("network") == config.CUSTOM else None),
         }
     )
+
+
+def visualize_error(error, spec_text):
+    """The error as the editor shows it: the layer's path, the message, and the line of the
+    spec text (None for a standard network) for the editor to mark, where the text tells it."""
+    from models.networks import error_line
+
+    if error is None:
+        return None
+    layer, message = error
+    return {"layer": layer, "message": message, "line": error_line(spec_text, layer) if spec_text else None}
 
 
 def network_list(request):
@@ -106,13 +117,27 @@ def network_list(request):
     else:
         form = SavedNetworkForm(user=request.user)
 
-    ctx = {"form": form, "networks": SavedNetwork.objects.visible_to(request.user).select_related("owner", "team")}
+    networks = SavedNetwork.objects.visible_to(request.user).select_related("owner", "team").order_by("name", "pk")
+    ctx = {"form": form, "networks": console.page(networks, request, "page")}
     return render(request, "models/list.html", ctx)
 
 
 def network_detail(request, pk):
+    """A saved network: its spec in the editor, Visualize, and, for whoever may change it, the
+    form that edits, renames and re-shares it."""
     saved = get_visible_or_404(SavedNetwork.objects.select_related("owner", "team"), request.user, pk=pk)
-    return render(request, "models/detail.html", {"network": saved, "can_edit": can_edit(request.user, saved)})
+    editable = can_edit(request.user, saved)
+    if request.method == "POST":
+        saved = get_editable_or_404(SavedNetwork.objects, request.user, pk=pk)
+        form = SavedNetworkForm(request.POST, instance=saved, user=request.user)
+        if form.is_valid():
+            form.save()
+            messages.success(request, f"Saved “{saved.name}”.")
+            return redirect(saved)
+    else:
+        form = SavedNetworkForm(instance=saved, user=request.user) if editable else None
+    ctx = {"network": saved, "can_edit": editable, "form": form}
+    return render(request, "models/detail.html", ctx)
 
 
 @require_POST

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Start the whole platform on this machine in the foreground: daphne (pages, API,
-# WebSockets) and the RQ workers (dataset builds, training). Ctrl-C stops all of it.
+# Start the whole platform on this machine in the foreground: the web tier (scripts/web.sh:
+# pages, API, WebSockets) and the RQ workers (dataset builds, training). Ctrl-C stops all
+# of it, and the Redis that scripts/setup.sh started (never one that was running before).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p var
@@ -20,11 +21,15 @@ export DATA_IMPORT_ROOTS=${DATA_IMPORT_ROOTS:-$samples}
 .venv/bin/python -m datasets.mnist_sample "$samples"
 .venv/bin/python manage.py ensure_admin
 
+export WEB_PROCESSES=${WEB_PROCESSES:-$(nproc)}
 cat <<TXT
 
-  The platform runs at   http://$HOST:$PORT/
+  The platform runs at   http://$HOST:$PORT/  ($WEB_PROCESSES web processes; set WEB_PROCESSES to change)
   Sample images (MNIST): $samples/mnist/train and $samples/mnist/test
+  Import roots (DATA_IMPORT_ROOTS, ":"-separated: datasets are made only from folders under these):
+$(echo "$DATA_IMPORT_ROOTS" | tr ':' '\n' | sed 's/^/    /')
   Stop it with Ctrl-C.
 
 TXT
-exec .venv/bin/honcho start -f Procfile
+trap '.venv/bin/python scripts/ensure_redis.py --stop' EXIT
+.venv/bin/honcho start -f Procfile

@@ -59,6 +59,12 @@ def platform_server():
         process.wait(timeout=20)
 
 
+def set_editor(page, text):
+    """Replace the text of the page's network editor (CodeMirror 5 keeps its instance on its
+    wrapper element); the editor writes it back to its form field."""
+    page.evaluate("text => document.querySelector('.CodeMirror').CodeMirror.setValue(text)", text)
+
+
 def shot(page, name):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)

@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from accounts.models import User
 from datasets.models import Dataset
-from tests.browser import browser_page, platform_server, shot  # noqa: F401 - platform_server is a fixture
+from tests.browser import browser_page, platform_server, set_editor, shot  # noqa: F401 - platform_server is a fixture
 from training.models import EpochMetric, Experiment
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -45,15 +45,15 @@ def test_customize_visualize_train_abort_resume(platform_server, mnist_root, mon
         expect(page.locator("#id_network")).to_have_value("custom")
         expect(page.locator("#total-params")).to_have_text("431.1 k")
         spec = page.input_value("#id_network_spec").replace("features: 20", "features: 8", 1)
-        page.fill("#id_network_spec", spec)
+        set_editor(page, spec)
         page.click("#visualize")
         expect(page.locator("#total-params")).not_to_have_text("431.1 k")
         # A mistake is pinned to its layer before anything runs.
-        page.fill("#id_network_spec", spec.replace("type: flatten", "type: relu"))
+        set_editor(page, spec.replace("type: flatten", "type: relu"))
         page.click("#visualize")
         expect(page.locator("#visualize-error")).to_contain_text("flat")
         expect(page.locator("#network-table tr.failed-layer")).to_have_count(1)
-        page.fill("#id_network_spec", spec)
+        set_editor(page, spec)
         shot(page, "experiment-form")
 
         page.fill("#id_epochs", str(EPOCHS))
@@ -77,6 +77,8 @@ def test_customize_visualize_train_abort_resume(platform_server, mnist_root, mon
         page.wait_for_function(f"Number(document.body.dataset.epochs) >= {aborted_at + 3}", timeout=240_000)
         page.click("#abort-form button")
         expect(page.locator("#status")).to_have_text("Aborted", timeout=60_000)
+        # Aborting reloads the page: its status shows before its scripts have run.
+        page.wait_for_function("window.Chart && Chart.getChart('metrics-chart')")
         points = page.evaluate("Chart.getChart('metrics-chart').data.datasets[1].data.map(p => p.x)")
         assert points == list(range(1, len(points) + 1)) and len(points) > aborted_at + 2
         steps = page.evaluate("Chart.getChart('metrics-chart').data.datasets[0].data.map(p => p.x)")

@@ -40,7 +40,7 @@ def test_the_console_costs_the_same_at_10_and_at_2000_experiments(client, alice,
     )
     assert console_queries(client) == small
     page = client.get(reverse("console")).content.decode()
-    assert f"1–{PAGE_SIZE} of 2000" in page and f"1–{PAGE_SIZE} of 301" in page
+    assert f"1–{PAGE_SIZE} of 2,000" in page and f"1–{PAGE_SIZE} of 301" in page
 
 
 def test_the_console_filters_searches_sorts_and_pages_and_keeps_the_choice_in_the_url(client, alice, charlie):

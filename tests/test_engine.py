@@ -164,7 +164,7 @@ def test_bad_learning_rate_is_rejected(data, learning_rate):
         ("snapshot_interval", float("inf"), "Snapshot interval"),
         ("early_stopping", "loss", "Early stopping"),
         ("patience", 0, "Patience"),
-        ("lr_policy", engine.LRPolicy("cosine"), "learning rate policy"),
+        ("lr_policy", engine.LRPolicy("onecycle"), "learning rate policy"),
         ("augmentation", engine.Augmentation(flip="sideways"), "Flipping"),
     ],
 )
@@ -278,7 +278,8 @@ def test_the_curve_at_iteration_resolution_comes_in_windows_of_k_steps(small):
     # in batches of 2, 128 steps: a point every 2, each the mean of its 2 batches.
     for batch_size, every in ((4, 1), (2, 2)):
         calls = []
-        config = engine.TrainConfig(epochs=2, batch_size=batch_size, val_interval=0.5)
+        # Batches of 2 at DIGITS' 0.01 diverge on some CPUs; the windows are what this is about.
+        config = engine.TrainConfig(epochs=2, batch_size=batch_size, learning_rate=0.002, val_interval=0.5)
         result = engine.fit(small, config, on_steps=lambda *arrays, calls=calls: calls.append(arrays))
         steps, losses, accuracies, times = (np.concatenate(part) for part in zip(*calls, strict=True))
         per_epoch = 256 // batch_size

@@ -11,6 +11,7 @@ from django.urls import reverse
 from accounts.models import Visibility
 from models.models import SavedNetwork
 from tests.factories import make_dataset, make_experiment, make_token
+from training import recipes
 from training.forms import data_with_defaults
 from training.models import Experiment, Snapshot, Sweep
 
@@ -182,7 +183,7 @@ def test_the_api_creates_with_the_page_defaults_and_sweeps(client, alice):
     single = client.post("/api/experiments/", {"name": "api", "dataset": dataset.pk, "learning_rate": 0.05},
                          content_type="application/json", **auth)  # fmt: skip
     assert single.status_code == 201, single.content
-    assert single.json()["learning_rate"] == 0.05 and single.json()["solver"] == "sgd"
+    assert single.json()["learning_rate"] == 0.05 and single.json()["solver"] == recipes.RECIPES["lenet"].solver
     sweep = client.post("/api/experiments/", {"name": "api", "dataset": dataset.pk, "learning_rate": [0.1, 0.01]},
                         content_type="application/json", **auth)  # fmt: skip
     assert sweep.status_code == 201

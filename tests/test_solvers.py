@@ -257,7 +257,8 @@ def test_unknown_options_of_an_experiment_are_refused():
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"policy": "cosine"}, "Unknown learning rate policy"),
+        ({"policy": "onecycle"}, "Unknown learning rate policy"),
+        ({"policy": "cosine", "warmup": 60}, "Warm-up"),
         ({"policy": "step", "step_size": 0}, "Step size"),
         ({"policy": "multistep", "multistep_values": "85,50"}, "increasing order"),
         ({"policy": "exp", "exp_gamma": -1}, "Exponential gamma"),

@@ -145,6 +145,8 @@ def test_a_reconnecting_socket_gets_the_epochs_it_missed(client, alice):
     async def reconnect():
         communicator = websocket(f"/ws/experiments/{experiment.pk}/", client)
         assert (await communicator.connect())[0]
+        # The opening "sync": the group's sequence number the page counts from (jobs.events).
+        assert (await communicator.receive_json_from(timeout=5))["type"] == "sync"
         await communicator.send_json_to({"after_epoch": 1})
         missed = await communicator.receive_json_from(timeout=5)
         status = await communicator.receive_json_from(timeout=5)

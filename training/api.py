@@ -17,17 +17,17 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.access import can_edit, can_view, get_visible_or_404
+from accounts.access import can_edit, can_view, get_visible_or_404, work_problem
 from accounts.forms import SETTINGS_FIELDS
 from accounts.models import Visibility
 from datasets import imaging
 from jobs.api import Conflict, FilteredList, form_data, form_invalid, form_serializer
 from jobs.schema import ErrorSerializer
-from training import inference
+from training import inference, recipes
 from training.config import network_choices
 from training.forms import ClassifyForm, ExperimentForm, ExperimentSettingsForm, ExportForm
 from training.models import EpochMetric, Experiment, Export
-from training.views import export_file
+from training.views import export_file, snapshot_file
 
 # The API names a field after one value, as the model does; a list of them is a sweep.
 NAMES = {"learning_rate": "learning_rates", "batch_size": "batch_sizes"}
@@ -127,8 +127,12 @@ class ExperimentList(FilteredList):
     def post(self, request):
         """The new-experiment page's fields; the ones left out take the page's defaults.
         `learning_rate` and `batch_size` take a number or a list: several values create a
-        sweep, one experiment per combination, answered as `{"sweep", "experiments"}`."""
-        data = form_data(ExperimentForm, request.data, names=NAMES, lists=LISTS)
+        sweep, one experiment per combination, answered as `{"sweep", "experiments"}`. The
+        solver, rate and schedule left out are the recipe of the network and epochs given,
+        as the page fills them in."""
+        body = request.data if isinstance(request.data, Mapping) else {}
+        initial = recipes.form_initial(body.get("network"), body.get("epochs"))
+        data = form_data(ExperimentForm, request.data, names=NAMES, lists=LISTS, initial=initial)
         form = ExperimentForm(data=data, user=request.user)
         if not form.is_valid():
             raise form_invalid(form, names=NAMES)
@@ -200,6 +204,9 @@ class ExperimentResume(APIView):
         experiment = get_visible_or_404(Experiment.objects, request.user, pk=pk)
         if not can_edit(request.user, experiment):
             raise PermissionDenied("You may view this experiment but not resume it.")
+        problem = work_problem(request.user, experiment.team_id)
+        if problem:
+            raise PermissionDenied(problem)
         if not experiment.resume():
             raise Conflict("Only an aborted or failed experiment with a snapshot can be resumed.")
         return Response(ExperimentSerializer(experiment, context={"request": request}).data)
@@ -287,6 +294,23 @@ class ExperimentClassify(APIView):
         return Response(body)
 
 
+class SnapshotDownload(APIView):
+    @extend_schema(
+        summary="The zip of a snapshot",
+        responses={(200, "application/zip"): OpenApiTypes.BINARY, 404: ErrorSerializer},
+    )
+    def get(self, request, pk, epoch):
+        """The weights and optimizer state, with the labels, mean image and preprocessing
+        (those three only for a user who may see the dataset), as the page's download."""
+        experiment = get_visible_or_404(Experiment.objects.select_related("dataset"), request.user, pk=pk)
+        try:
+            epoch = float(epoch)
+        except ValueError:
+            raise NotFound("Give the snapshot's epoch as a number.") from None
+        snapshot = get_object_or_404(experiment.snapshots, epoch=epoch)
+        return snapshot_file(request.user, experiment, snapshot)
+
+
 # --- Exports ----------------------------------------------------------------------------------
 
 NewExport = form_serializer(ExportForm, "NewExport")
@@ -332,7 +356,7 @@ class SnapshotExports(APIView):
         form = ExportForm(data=form_data(ExportForm, request.data))
         if not form.is_valid():
             raise form_invalid(form)
-        export, created = Export.request(snapshot, form.cleaned_data["format"])
+        export, created = Export.request(snapshot, form.cleaned_data["format"], request.user)
         body = ExportSerializer(export, context={"request": request}).data
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 

@@ -12,6 +12,11 @@ urlpatterns = [
     path("experiments/<int:pk>/resume/", api_view(api.ExperimentResume), name="api-experiment-resume"),
     path("experiments/<int:pk>/classify/", api_view(api.ExperimentClassify), name="api-experiment-classify"),
     path(
+        "experiments/<int:pk>/snapshots/<str:epoch>/download/",
+        api_view(api.SnapshotDownload),
+        name="api-snapshot-download",
+    ),
+    path(
         "experiments/<int:pk>/snapshots/<str:epoch>/exports/",
         api_view(api.SnapshotExports),
         name="api-snapshot-exports",

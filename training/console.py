@@ -5,10 +5,14 @@ what a row shows joined or annotated in."""
 from django import forms
 from django.core.paginator import Paginator
 from django.db.models import OuterRef, Subquery
+from django.http import QueryDict
+from django.template.loader import render_to_string
 
 from accounts.models import Team, Visibility
+from datasets.grouping import group_by_team
 from datasets.models import Dataset
 from jobs.models import ACTIVE, JobStatus
+from jobs.pagination import page_of
 from training.models import EpochMetric, Experiment
 
 PAGE_SIZE = 25
@@ -102,6 +106,55 @@ def console_lists(request):
 
 
 def page(rows, request, name):
-    result = Paginator(rows, PAGE_SIZE).get_page(request.GET.get(name))
+    """A page of `rows`: a count, then the page's rows, found among the bare rows so that
+    only those get what a row shows annotated (jobs.pagination.page_of)."""
+    result = Paginator(rows.values("pk"), PAGE_SIZE).get_page(request.GET.get(name))
+    start = (result.number - 1) * PAGE_SIZE
+    result.object_list = page_of(rows, start, start + PAGE_SIZE)
     result.param = name
     return result
+
+
+# --- The live console (training.consumers.ConsoleConsumer) ----------------------------------
+
+
+def live_row(user, query, kind, pk):
+    """What a console whose URL query is `query` shows of row `pk` of `kind` ("experiment"
+    or "dataset") to `user`, as an event: the row rendered as the page renders it, which of
+    the page's lists it belongs to, and whether it matches the page's filters. None when
+    the user may not see it (or it is gone)."""
+    console_filter = ConsoleFilter(QueryDict(query or ""), user)
+    if kind == "experiment":
+        rows = experiment_rows(user, ConsoleFilter(QueryDict(""), user))
+        template, name = "training/_experiment_row.html", "experiment"
+    elif kind == "dataset":
+        rows = Dataset.objects.visible_to(user).select_related("owner", "team")
+        template, name = "training/_dataset_row.html", "dataset"
+    else:
+        return None
+    obj = rows.filter(pk=pk).first()
+    if obj is None:
+        return None
+    matches = console_filter.narrow(rows.filter(pk=pk), networks=kind == "experiment").exists()
+    if kind == "dataset":
+        listed, section = "datasets", group_by_team([obj])[0][0]
+    else:
+        listed, section = ("active" if obj.status in ACTIVE else "finished"), ""
+    return {
+        "type": "row",
+        "kind": kind,
+        "id": pk,
+        "list": listed,
+        "section": section,  # the datasets' group of rows: "Private", a team's name, "Organisation"
+        "matches": matches,
+        "created": obj.created.isoformat(),
+        "html": render_to_string(template, {name: obj}),
+    }
+
+
+def visible_ids(user, kind, ids):
+    """Which of `ids` (rows of `kind` a console shows) `user` may still see."""
+    model = {"experiment": Experiment, "dataset": Dataset}.get(kind)
+    if model is None or not ids:
+        return set()
+    return set(model.objects.visible_to(user).filter(pk__in=ids).values_list("pk", flat=True))

@@ -7,12 +7,11 @@ from django.conf import settings
 from django.db import transaction
 from redis.exceptions import RedisError
 
-from accounts.access import teams_for
-from accounts.forms import SETTINGS_FIELDS, OwnedSettingsForm, check_sharing
+from accounts.forms import SETTINGS_FIELDS, OwnedSettingsForm, check_sharing, offer_working_teams
 from accounts.models import Visibility
 from datasets.grouping import grouped_choices
 from datasets.models import Dataset
-from training import fetch, schedules
+from training import fetch, recipes, schedules
 from training.config import (
     CUSTOM,
     EARLY_STOPPING_CHOICES,
@@ -46,6 +45,10 @@ QUAD_ROT_CHOICES = [
 ]
 MEAN_CHOICES = [("image", "Image"), ("pixel", "Pixel"), ("none", "None")]
 
+# The initial solver, rate and schedule: the recipe of the initial network and epochs
+# (training/recipes.py); the page fills in another network's, or another length's.
+RECIPE = recipes.form_initial(recipes.DEFAULT_NETWORK, recipes.DEFAULT_EPOCHS)
+
 # Form field → LRPolicy field; the names say which policy each belongs to.
 POLICY_FIELDS = [
     "step_size",
@@ -58,6 +61,7 @@ POLICY_FIELDS = [
     "poly_power",
     "sigmoid_step",
     "sigmoid_gamma",
+    "warmup",
 ]
 SOLVER_FIELDS = ["momentum", "weight_decay", "rms_decay", "adadelta_decay", "adam_beta1", "adam_beta2", "delta"]
 RUN_FIELDS = ["batch_accumulation", "shuffle", "val_interval", "snapshot_interval", "early_stopping", "patience"]
@@ -102,7 +106,7 @@ class ExperimentForm(forms.Form):
 
     name = forms.CharField(max_length=200)
     dataset = forms.TypedChoiceField(coerce=int)
-    network = forms.ChoiceField(choices=network_choices, initial="lenet")
+    network = forms.ChoiceField(choices=network_choices, initial=recipes.DEFAULT_NETWORK)
     network_spec = forms.CharField(
         required=False,
         label="Custom network",
@@ -118,7 +122,7 @@ class ExperimentForm(forms.Form):
         "start fresh.",
     )
 
-    epochs = forms.IntegerField(min_value=1, max_value=1000, initial=30)
+    epochs = forms.IntegerField(min_value=1, max_value=1000, initial=recipes.DEFAULT_EPOCHS)
     batch_sizes = forms.CharField(
         label="Batch size", initial="64", help_text="Several values separated by commas create a sweep."
     )
@@ -130,13 +134,18 @@ class ExperimentForm(forms.Form):
         min_value=0, max_value=MAX_SEED, initial=0, help_text="Same seed, data and settings: the same run."
     )
 
-    solver = forms.ChoiceField(choices=SOLVER_CHOICES, initial="sgd")
+    solver = forms.ChoiceField(choices=SOLVER_CHOICES, initial=RECIPE["solver"])
     learning_rates = forms.CharField(
-        label="Base learning rate", initial="0.01", help_text="Several values separated by commas create a sweep."
+        label="Base learning rate",
+        initial=RECIPE["learning_rates"],
+        help_text="Several values separated by commas create a sweep.",
     )
-    momentum = forms.FloatField(initial=0.9, help_text="SGD and Nesterov.")
+    momentum = forms.FloatField(initial=RECIPE["momentum"], help_text="SGD and Nesterov.")
     weight_decay = forms.FloatField(
-        required=False, min_value=0, help_text="Empty: DIGITS' default, learning rate / 100."
+        required=False,
+        min_value=0,
+        initial=RECIPE["weight_decay"] or None,
+        help_text="Empty: DIGITS' default, learning rate / 100.",
     )
     rms_decay = forms.FloatField(initial=0.99, label="RMS decay", help_text="RMSprop.")
     adadelta_decay = forms.FloatField(initial=0.9, label="AdaDelta decay")
@@ -144,7 +153,7 @@ class ExperimentForm(forms.Form):
     adam_beta2 = forms.FloatField(initial=0.999, label="Adam β2")
     delta = forms.FloatField(initial=1e-8, label="Delta (ε)", help_text="AdaGrad, RMSprop, AdaDelta, Adam.")
 
-    lr_policy = forms.ChoiceField(choices=POLICY_CHOICES, initial="step", label="Policy")
+    lr_policy = forms.ChoiceField(choices=POLICY_CHOICES, initial=RECIPE["lr_policy"], label="Policy")
     step_size = forms.FloatField(initial=33, label="Step size (%)", help_text="Step down every this % of training.")
     step_gamma = forms.FloatField(initial=0.1, label="Gamma")
     multistep_values = forms.CharField(initial="50,85", label="Step values (%)")
@@ -155,6 +164,13 @@ class ExperimentForm(forms.Form):
     poly_power = forms.FloatField(initial=3, label="Power")
     sigmoid_step = forms.FloatField(initial=50, label="Step (%)")
     sigmoid_gamma = forms.FloatField(initial=0.1, label="Gamma")
+    warmup = forms.FloatField(
+        initial=RECIPE["warmup"],
+        min_value=0,
+        max_value=50,
+        label="Warm-up (%)",
+        help_text="The rate rises from near 0 over this % of training, then follows the policy. 0: none.",
+    )
 
     use_mean = forms.ChoiceField(choices=MEAN_CHOICES, initial="image", label="Subtract mean")
     crop_size = forms.IntegerField(
@@ -218,7 +234,7 @@ class ExperimentForm(forms.Form):
             # Redis knows the devices; without it the experiment waits for the next free one.
             self.fields["queue"].choices = [(workers.SHARED_QUEUE, workers.SHARED_LABEL)]
             self.queues_paused = True
-        self.fields["team"].queryset = teams_for(user)
+        offer_working_teams(self)
 
     # --- Field checks: each error lands next to the field that caused it. --------------
     def clean_learning_rates(self):
@@ -457,6 +473,7 @@ def initial_from(experiment):
         "visibility": experiment.visibility,
         "team": experiment.team_id,
         "lr_policy": policy.get("policy", "fixed"),
+        "warmup": 0.0,  # experiments from before warm-ups had none
         **{k: v for k, v in policy.items() if k != "policy"},
         **augmentation,
         **options,
@@ -543,16 +560,19 @@ def url_limits():
 
 def data_with_defaults(data):
     """Form data for a script that names only what it cares about: every field it left
-    out takes the form's initial value, as if submitted untouched."""
+    out takes the form's initial value, as if submitted untouched; the solver, rate and
+    schedule are the recipe of the network and epochs it gives, as the page fills them in."""
     merged = {}
     form = ExperimentForm.base_fields
+    recipe = recipes.form_initial(data.get("network"), data.get("epochs"))
     for name, field in form.items():
-        if field.initial is None:
+        initial = recipe.get(name, field.initial)
+        if initial is None:
             continue
         if isinstance(field, forms.BooleanField):
-            merged[name] = "on" if field.initial else ""
+            merged[name] = "on" if initial else ""
         else:
-            merged[name] = str(field.initial)
+            merged[name] = str(initial)
     aliases = {"learning_rate": "learning_rates", "batch_size": "batch_sizes"}
     for key, value in data.items():
         key = aliases.get(key, key)

@@ -16,6 +16,7 @@ from rq import get_current_job
 
 from jobs.events import broadcast
 from jobs.heartbeat import Heartbeat
+from quotas import usage as quota_usage
 from training import config as training_config
 from training import devices, series
 from training.models import EpochMetric, Experiment, LogLine, Snapshot
@@ -132,6 +133,7 @@ class Run:
             },
         )
         broadcast(self.experiment.group_name, row.as_event())
+        self.experiment.announce()  # the console's epoch and accuracy columns
         accuracy = "" if row.val_accuracy is None else f", validation accuracy {100 * row.val_accuracy:.1f}%"
         self.log(
             f"Epoch {row.epoch:g}: train loss {row.train_loss:.4f}{accuracy} ({row.images_per_second:.0f} images/s)"
@@ -166,6 +168,7 @@ class Run:
         }
         Experiment.objects.filter(pk=self.experiment.pk).update(progress=progress)
         broadcast(self.experiment.group_name, {"type": "progress", **progress})
+        self.experiment.announce()
 
     def on_snapshot(self, epoch, state):
         folder = self.experiment.directory
@@ -293,6 +296,8 @@ class HardwareHeartbeat(Heartbeat):
         return {"hardware": self.hardware}
 
     def beaten(self):
+        # The attempt's device time runs on to this beat (quotas.usage).
+        quota_usage.beat(self.pk)
         broadcast(f"experiment-{self.pk}", {"type": "hardware", **self.hardware})
 
 

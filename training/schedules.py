@@ -10,6 +10,10 @@ turned them into Caffe's iteration counts when it wrote solver.prototxt
 (digits/model/tasks/caffe_train.py); ``LRPolicy.schedule`` does the same
 conversion, and ``Schedule`` is Caffe's SGDSolver::GetLearningRate. An
 "iteration" is one optimizer update: with batch accumulation N batches make one.
+
+Beyond DIGITS: a "cosine" policy (half a cosine from the base rate to 0 over the run)
+and a linear warm-up in front of any policy (``LRPolicy.warmup``, 0 by default, so
+DIGITS' policies are unchanged); training/recipes.py chooses them for short runs.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ POLICIES = {
     "inv": "Inverse decay",
     "poly": "Polynomial decay",
     "sigmoid": "Sigmoid decay",
+    "cosine": "Cosine decay",
 }
 
 
@@ -52,6 +57,9 @@ class LRPolicy:
     poly_power: float = 3.0  # poly: base_lr * (1 - progress) ^ power, reaching 0 at the end
     sigmoid_step: float = 50.0  # sigmoid: the half-way point, in % of training
     sigmoid_gamma: float = 0.1  # sigmoid: steepness per 1 % of training
+    # Not DIGITS': the rate rises linearly from near 0 over the first warmup % of training,
+    # then follows the policy (any one) as if it had started there. 0: none, as in DIGITS.
+    warmup: float = 0.0
 
     def __post_init__(self):
         if isinstance(self.multistep_values, str):
@@ -85,28 +93,36 @@ class LRPolicy:
         elif self.policy == "sigmoid":
             _check(self.sigmoid_step, "Sigmoid step", low=0, high=100)
             _check(self.sigmoid_gamma, "Sigmoid gamma", low=0)
+        _check(self.warmup, "Warm-up", low=0, high=50)
 
     def schedule(self, base_lr: float, max_iter: int) -> Schedule:
         """This policy for a run of ``max_iter`` updates, in Caffe's parameters (DIGITS' conversion)."""
         max_iter = max(1, int(max_iter))
         scale = max_iter / 100.0  # iterations per 1 % of training
+        # Fewer than one update of warm-up is none; a policy's own percentages stay of the whole run.
+        warmup = math.floor(self.warmup * scale) if self.warmup else 0
         p, base_lr = self.policy, float(base_lr)
         if p == "step":
-            return Schedule(p, base_lr, gamma=self.step_gamma, stepsize=_iterations(self.step_size, scale))
-        if p == "multistep":
+            schedule = Schedule(p, base_lr, gamma=self.step_gamma, stepsize=_iterations(self.step_size, scale))
+        elif p == "multistep":
             stepvalues = tuple(_iterations(v, scale) for v in self.multistep_values)
-            return Schedule(p, base_lr, gamma=self.multistep_gamma, stepvalues=stepvalues)
-        if p == "exp":
-            return Schedule(p, base_lr, gamma=self.exp_gamma ** (1.0 / scale))
-        if p == "inv":
-            return Schedule(p, base_lr, gamma=self.inv_gamma / scale, power=self.inv_power)
-        if p == "poly":
-            return Schedule(p, base_lr, power=self.poly_power, max_iter=max_iter)
-        if p == "sigmoid":
+            schedule = Schedule(p, base_lr, gamma=self.multistep_gamma, stepvalues=stepvalues)
+        elif p == "exp":
+            schedule = Schedule(p, base_lr, gamma=self.exp_gamma ** (1.0 / scale))
+        elif p == "inv":
+            schedule = Schedule(p, base_lr, gamma=self.inv_gamma / scale, power=self.inv_power)
+        elif p == "poly":
+            schedule = Schedule(p, base_lr, power=self.poly_power, max_iter=max_iter)
+        elif p == "sigmoid":
             # Caffe's sigmoid rises for gamma > 0; DIGITS negated the user's gamma so the rate falls.
             stepsize = _iterations(self.sigmoid_step, scale)
-            return Schedule(p, base_lr, gamma=-self.sigmoid_gamma / scale, stepsize=stepsize)
-        return Schedule("fixed", base_lr)
+            schedule = Schedule(p, base_lr, gamma=-self.sigmoid_gamma / scale, stepsize=stepsize)
+        elif p == "cosine":
+            # Half a cosine from base_lr down to 0 over the updates after the warm-up.
+            schedule = Schedule(p, base_lr, max_iter=max_iter - warmup)
+        else:
+            schedule = Schedule("fixed", base_lr)
+        return dataclasses.replace(schedule, warmup=warmup) if warmup else schedule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +140,8 @@ class Schedule:
     power: float = 0.0
     stepsize: int = 1
     stepvalues: tuple[int, ...] = ()
-    max_iter: int = 0  # poly: the run's length in updates
+    max_iter: int = 0  # poly: the run's length in updates; cosine: the updates after the warm-up
+    warmup: int = 0  # updates of linear warm-up before the policy starts counting
 
     def __call__(self, iteration, xp=np):
         """The rate of update ``iteration`` (0-based), as Caffe's SGDSolver::GetLearningRate.
@@ -133,6 +150,11 @@ class Schedule:
         jitted optimizer update); the formula is written once for both.
         """
         it = xp.asarray(iteration) * 1.0  # float, in whichever precision xp defaults to
+        if self.warmup:
+            # Update i of the warm-up runs at (i + 1) / (warmup + 1) of the rate the policy starts at;
+            # after it, the policy counts its updates from 0.
+            ramp = xp.minimum((it + 1.0) / (self.warmup + 1.0), 1.0)
+            return ramp * dataclasses.replace(self, warmup=0)(xp.maximum(it - self.warmup, 0.0), xp=xp)
         p, base = self.policy, self.base_lr
         if p == "step":
             return base * self.gamma ** xp.floor(it / self.stepsize)
@@ -150,6 +172,9 @@ class Schedule:
             return base * xp.maximum(1.0 - it / self.max_iter, 0.0) ** self.power
         if p == "sigmoid":
             return base / (1.0 + xp.exp(-self.gamma * (it - self.stepsize)))
+        if p == "cosine":
+            progress = xp.minimum(it / max(1, self.max_iter), 1.0)
+            return base * 0.5 * (1.0 + xp.cos(math.pi * progress))
         return base + 0.0 * it
 
 
@@ -195,14 +220,15 @@ def check_rates(config, steps_per_epoch: int) -> None:
     anywhere in the run (``config`` as for ``learning_rate_curve``).
 
     Every policy is monotonic in the update count, so the first and the last update
-    bound the whole run: two evaluations, however long it is.
+    bound the whole run (with a warm-up, the first update after it): a few evaluations,
+    however long it is.
     """
     accumulation = getattr(config, "batch_accumulation", 1)
     max_iter = total_updates(steps_per_epoch, config.epochs, accumulation)
     try:
         schedule = config.lr_policy.schedule(config.learning_rate, max_iter)
         with np.errstate(over="ignore", under="ignore"):
-            highest = float(np.max(schedule(np.array([0, max_iter - 1]))))
+            highest = float(np.max(schedule(np.array([0, min(schedule.warmup, max_iter - 1), max_iter - 1]))))
     except OverflowError:  # a gamma whose per-update root already leaves float64
         highest = math.inf
     if math.isfinite(highest) and highest <= LARGEST_RATE:

@@ -79,7 +79,7 @@ def make(
     import jax.numpy as jnp
     import optax
 
-    if isinstance(learning_rate, Schedule) and learning_rate.policy == "fixed":
+    if isinstance(learning_rate, Schedule) and learning_rate.policy == "fixed" and not learning_rate.warmup:
         learning_rate = learning_rate.base_lr  # a constant: no step counter to carry and update
     elif isinstance(learning_rate, Schedule):
         schedule = learning_rate

@@ -3,6 +3,7 @@ from django.urls import path
 from training import views
 
 urlpatterns = [
+    path("", views.experiment_list, name="experiment-list"),
     path("new/", views.experiment_new, name="experiment-new"),
     path("<int:pk>/", views.experiment_detail, name="experiment-detail"),
     path("<int:pk>/classify/", views.experiment_classify, name="experiment-classify"),

@@ -7,21 +7,24 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 from redis.exceptions import RedisError
 
 from accounts import audit
-from accounts.access import can_edit, can_view, get_editable_or_404, get_visible_or_404
+from accounts.access import can_edit, can_view, get_editable_or_404, get_visible_or_404, work_problem
 from datasets import imaging
 from datasets.models import Dataset
+from models.forms import SavedNetworkForm
 from models.models import SavedNetwork
 from models.networks import STANDARD_NETWORKS
-from training import compare, exports, inference, schedules, series, workers
+from training import compare, exports, inference, recipes, schedules, series, workers
 from training import config as training_config
 from training.config import EXPORT_FORMATS, TrainConfig, export_problem
 from training.console import console_lists
 from training.forms import (
+    MAX_SWEEP,
     POLICY_FIELDS,
     ClassifyForm,
     ExperimentForm,
@@ -38,6 +41,12 @@ def console(request):
     ctx = {**console_lists(request), "devices": device_rows(request.user)}
     ctx["queues_paused"] = ctx["devices"] is None
     return render(request, "training/console.html", ctx)
+
+
+def experiment_list(request):
+    """/experiments/: the console lists them (its filters apply), so send people there."""
+    query = request.GET.urlencode()
+    return redirect(f"{reverse('console')}{'?' + query if query else ''}#console-filter")
 
 
 def device_rows(user):
@@ -80,6 +89,8 @@ def experiment_new(request):
         "saved_networks": SavedNetwork.objects.visible_to(request.user).select_related("owner"),
         "previous": Experiment.objects.visible_to(request.user).only("pk", "name")[:50],
         "sharing": sharing_of(form.datasets, form.fields["pretrained"].queryset),
+        "save_form": SavedNetworkForm(user=request.user, auto_id="save_%s"),
+        "max_sweep": MAX_SWEEP,
     }
     return render(request, "training/new.html", ctx)
 
@@ -265,12 +276,15 @@ def experiment_abort(request, pk):
 def experiment_hardware(request, pk):
     """The hardware panel alone, refreshed by the page when the job sends a new sample."""
     experiment = get_visible_or_404(Experiment.objects, request.user, pk=pk)
-    return render(request, "training/_hardware.html", {"hardware": experiment.hardware})
+    return render(request, "training/_hardware.html", {"hardware": experiment.hardware, "experiment": experiment})
 
 
 @require_POST
 def experiment_resume(request, pk):
     experiment = get_editable_or_404(Experiment.objects, request.user, pk=pk)
+    problem = work_problem(request.user, experiment.team_id)
+    if problem:
+        raise PermissionDenied(problem)
     if experiment.resume():
         messages.info(request, "Queued to resume from the last snapshot.")
     else:
@@ -281,10 +295,13 @@ def experiment_resume(request, pk):
 def snapshot_download(request, pk, snapshot_pk):
     experiment = get_visible_or_404(Experiment.objects.select_related("dataset"), request.user, pk=pk)
     snapshot = get_object_or_404(experiment.snapshots, pk=snapshot_pk)
-    archive = exports.snapshot_archive(snapshot, with_dataset=can_view(request.user, experiment.dataset))
-    audit.record(
-        audit.Action.DOWNLOAD, user=request.user, obj=experiment, detail=f"snapshot of epoch {snapshot.epoch_label}"
-    )
+    return snapshot_file(request.user, experiment, snapshot)
+
+
+def snapshot_file(user, experiment, snapshot):
+    """The zip of a snapshot, for the page and the API alike."""
+    archive = exports.snapshot_archive(snapshot, with_dataset=can_view(user, experiment.dataset))
+    audit.record(audit.Action.DOWNLOAD, user=user, obj=experiment, detail=f"snapshot of epoch {snapshot.epoch_label}")
     filename = f"{slugify(experiment.name) or 'experiment'}-epoch-{snapshot.epoch_label}.zip"
     return FileResponse(archive, as_attachment=True, filename=filename, content_type="application/zip")
 
@@ -320,7 +337,7 @@ def snapshot_exports(request, pk, snapshot_pk):
     if request.method == "POST":
         form = ExportForm(request.POST)
         if form.is_valid():
-            export, _ = Export.request(snapshot, form.cleaned_data["format"])
+            export, _ = Export.request(snapshot, form.cleaned_data["format"], request.user)
             messages.info(
                 request,
                 f"{export}: {export.get_status_display().lower()}.",
@@ -371,7 +388,8 @@ def sweep_detail(request, pk):
                 "curve": [m.as_event() for m in metrics],
             }
         )
-    ctx = {"sweep": sweep, "rows": rows, "curves": [{"name": r["experiment"].name, "points": r["curve"]} for r in rows]}
+    curves = [{"id": r["experiment"].pk, "name": r["experiment"].name, "points": r["curve"]} for r in rows]
+    ctx = {"sweep": sweep, "rows": rows, "curves": curves}
     return render(request, "training/sweep.html", ctx)
 
 
@@ -435,8 +453,16 @@ def experiment_delete(request, pk):
 
 def lr_preview(request):
     """The learning rate over the run for the form's current values, for its live chart.
-    The same formula the engine trains with (training/schedules.py), without JAX."""
+    The same formula the engine trains with (training/schedules.py), without JAX.
+
+    With ?recipe=1, the default recipe of ?network for ?epochs instead (training/recipes.py):
+    the fields the form fills in, and a sentence saying what will run."""
     params = request.GET
+    if params.get("recipe"):
+        network = params.get("network") or recipes.DEFAULT_NETWORK
+        fields = recipes.form_initial(network, params.get("epochs"))
+        epochs = recipes.form_initial_epochs(params.get("epochs"))
+        return JsonResponse({"fields": fields, "summary": recipes.recipe_for(network).summary(epochs)})
     try:
         rate = parse_values(params.get("learning_rates", "0.01"), float, "learning rate")[0]
         batch_size = parse_values(params.get("batch_sizes", "64"), int, "batch size")[0]

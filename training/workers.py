@@ -21,7 +21,6 @@ import re
 import socket
 from dataclasses import dataclass, field
 
-import django_rq
 import psutil
 import redis
 import rq
@@ -186,7 +185,7 @@ class TrainingWorker(Worker):
 
 
 def _connection():
-    return django_rq.get_connection(SHARED_QUEUE)
+    return queues.get_connection(SHARED_QUEUE)
 
 
 def live_workers(connection=None):

@@ -65,7 +65,7 @@ from .network import (
     plan_network,
     summarize,
 )
-from .spec import LAYER_TYPES, Spec, SpecError, load_text, parse_spec
+from .spec import LAYER_TYPES, Spec, SpecError, error_line, load_text, parse_spec
 from .standard import NETWORKS, StandardNetwork
 
 STANDARD_NETWORKS = [(name, network.title) for name, network in NETWORKS.items()]
@@ -87,6 +87,7 @@ __all__ = [
     "check_input",
     "count_params",
     "describe",
+    "error_line",
     "estimate_memory",
     "eval_mode",
     "parse_spec",
@@ -208,7 +209,7 @@ def estimate_memory(
 def standard_spec_text(name: str, input_shape: tuple[int, ...] | None = None) -> str:
     """YAML spec of standard network ``name``, for the editor ("Customize").
 
-    AlexNet, GoogLeNet and ResNet adapt their first layers to the image size,
+    AlexNet, GoogLeNet and ResNet-20 adapt their first layers to the image size,
     so pass the dataset's shape; the default is the size each was designed
     for. Building the text gives the same network as building ``name``.
     """

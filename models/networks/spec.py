@@ -113,12 +113,21 @@ class SpecError(ValueError):
     ``too_small`` marks errors that bigger images would not have.
     """
 
-    def __init__(self, message: str, layer: str | None = None, name: str | None = None, *, too_small: bool = False):
+    def __init__(
+        self,
+        message: str,
+        layer: str | None = None,
+        name: str | None = None,
+        *,
+        too_small: bool = False,
+        line: int | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.layer = layer
         self.name = name
         self.too_small = too_small
+        self.line = line  # 1-based, where the text could not be read (bad YAML or JSON)
 
     def __str__(self) -> str:
         if self.layer is None:
@@ -368,7 +377,9 @@ def load_text(text: str) -> Any:
                     return _load_yaml(text)
                 except SpecError:
                     pass
-                raise SpecError(f"Not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}.") from None
+                raise SpecError(
+                    f"Not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}.", line=exc.lineno
+                ) from None
         return _load_yaml(text)
     except RecursionError:
         raise SpecError("The spec is nested too deeply to read.") from None
@@ -381,7 +392,33 @@ def _load_yaml(text: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        raise SpecError(f"Not valid YAML{where}: {problem}.") from None
+        raise SpecError(f"Not valid YAML{where}: {problem}.", line=mark.line + 1 if mark else None) from None
+
+
+def error_line(text: str, layer: str | None) -> int | None:
+    """The line of ``text`` (1-based) an error is about, for the editor to mark: where layer
+    ``layer`` (a path such as "layers[5].branches[1][0]") starts, or, for an error of no
+    layer, where the text could not be read. None when the text does not tell."""
+    if layer is None:
+        try:
+            load_text(text)
+        except SpecError as exc:
+            return exc.line
+        return None
+    try:
+        node = yaml.compose(text, Loader=_Loader)  # JSON is YAML too; nodes keep their lines
+    except (yaml.YAMLError, RecursionError):
+        return None
+    for key, index in re.findall(r"(\w+)|\[(\d+)\]", layer):
+        if key and isinstance(node, yaml.MappingNode):
+            node = next((value for name, value in node.value if name.value == key), None)
+        elif index and isinstance(node, yaml.SequenceNode) and int(index) < len(node.value):
+            node = node.value[int(index)]
+        else:
+            return None
+        if node is None:
+            return None
+    return node.start_mark.line + 1
 
 
 # --- Python -> validated Spec --------------------------------------------------------

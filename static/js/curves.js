@@ -10,12 +10,6 @@ const Curves = {
     return Curves.COLORS[index % Curves.COLORS.length];
   },
 
-  formatSeconds(s) {
-    if (s >= 3600) return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
-    if (s >= 60) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
-    return `${Math.round(s)} s`;
-  },
-
   overlay(canvas, curves, key, scale, x) {
     const wall = x === "wall";
     return new Chart(canvas, {
@@ -31,7 +25,7 @@ const Curves = {
         interaction: { mode: "nearest", axis: "x", intersect: false },
         scales: {
           x: { type: "linear", min: 0, title: { display: true, text: wall ? "wall time" : "epoch" },
-               ticks: wall ? { callback: (value) => Curves.formatSeconds(value) } : {} },
+               ticks: wall ? { callback: (value) => Format.seconds(value) } : {} },
           y: { beginAtZero: true },
         },
       },

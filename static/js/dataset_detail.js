@@ -23,8 +23,12 @@
     }
   }
 
+  // The build log opens at its end and follows it, unless the reader scrolled up to read.
+  const atEnd = (box) => box.scrollHeight - box.scrollTop - box.clientHeight < 24;
+  const log = $("build-log");
+  if (log) log.scrollTop = log.scrollHeight;
+
   if (script.dataset.finished === "1") return;
-  const seconds = (s) => (s < 90 ? `${Math.ceil(s)} s` : `${Math.round(s / 60)} min`);
   Live.connect(script.dataset.socket, {
     progress(event) {
       if (!event.total) return;
@@ -34,16 +38,17 @@
       bar.value = event.done;
       const what = event.phase === "Extracting" ? "files extracted" : "images";
       const rate = event.images_per_second ? ` · ${Math.round(event.images_per_second)} ${event.phase === "Extracting" ? "files" : "images"}/s` : "";
-      const eta = event.eta_seconds == null || event.done >= event.total ? "" : ` · about ${seconds(event.eta_seconds)} left`;
-      $("progress-text").textContent = `${event.done.toLocaleString()} / ${event.total.toLocaleString()} ${what}${rate}${eta}`;
+      const eta = event.eta_seconds == null || event.done >= event.total ? "" : ` · about ${Format.seconds(event.eta_seconds)} left`;
+      $("progress-text").textContent = `${Format.count(event.done)} / ${Format.count(event.total)} ${what}${rate}${eta}`;
       document.body.dataset.progress = `${event.done}/${event.total}`;
     },
     log(event) {
       // The socket replays the whole log on (re)connection: start afresh then.
       const box = $("build-log");
+      const following = atEnd(box);
       if (!box.dataset.live) { box.textContent = ""; box.dataset.live = "1"; }
       box.textContent += (box.textContent ? "\n" : "") + event.message;
-      box.scrollTop = box.scrollHeight;
+      if (following) box.scrollTop = box.scrollHeight;
     },
     status(event) {
       const pill = $("status");

@@ -4,7 +4,6 @@
   const script = document.currentScript;
   if (script.dataset.finished === "1") return;
   const $ = (id) => document.getElementById(id);
-  const seconds = (s) => (s < 90 ? `${Math.ceil(s)} s` : `${Math.round(s / 60)} min`);
   Live.connect(script.dataset.socket, {
     progress(event) {
       if (!event.total) return;
@@ -12,8 +11,8 @@
       bar.max = event.total;
       bar.value = event.done;
       const rate = event.images_per_second ? ` · ${Math.round(event.images_per_second)} images/s` : "";
-      const eta = event.eta_seconds == null || event.done >= event.total ? "" : ` · about ${seconds(event.eta_seconds)} left`;
-      $("progress-text").textContent = `${event.done.toLocaleString()} / ${event.total.toLocaleString()} images${rate}${eta}`;
+      const eta = event.eta_seconds == null || event.done >= event.total ? "" : ` · about ${Format.seconds(event.eta_seconds)} left`;
+      $("progress-text").textContent = `${Format.count(event.done)} / ${Format.count(event.total)} images${rate}${eta}`;
       document.body.dataset.progress = `${event.done}/${event.total}`;
     },
     log(event) {

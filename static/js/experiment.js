@@ -6,6 +6,8 @@ const ExperimentPage = {
     const history = JSON.parse(document.getElementById("metrics-data").textContent);
     const $ = (id) => document.getElementById(id);
     let lastEpoch = 0;
+    // The last log line shown: a refill after a lost event sends only the lines after it.
+    let lastLine = Number($("log").dataset.lastLine || 0);
 
     const charts = ExperimentCharts.create(history);
     const statusLabels = { queued: "Queued", running: "Running", done: "Done", failed: "Failed", aborted: "Aborted" };
@@ -32,6 +34,10 @@ const ExperimentPage = {
       const active = event.status === "queued" || event.status === "running";
       // What just happened, in words: "The worker stopped; resuming from epoch 3 (attempt 2 of 3)".
       if (event.message !== undefined) $("status-message").textContent = active ? event.message : "";
+      // Why a queued run does not start (its team's quota is full), until it starts.
+      const waiting = event.status === "queued" ? event.waiting || "" : "";
+      $("waiting").textContent = waiting;
+      $("waiting").hidden = !waiting;
       const abort = $("abort-form");
       if (abort) abort.hidden = !active;
       $("epoch-progress").hidden = event.status !== "running";
@@ -39,6 +45,7 @@ const ExperimentPage = {
         // A notice about what led here ("Queued to resume …") is out of date once the run moves on.
         document.querySelectorAll("main > .flash:not(#live-status)").forEach((notice) => notice.remove());
       }
+      if (!active && status !== event.status) showHardware(); // the panel says sampling stopped
       status = event.status;
       showResume();
       document.body.dataset.status = event.status;
@@ -48,13 +55,9 @@ const ExperimentPage = {
       $("epoch-progress").hidden = false;
       $("progress-bar").max = event.steps;
       $("progress-bar").value = event.step;
-      const eta = event.eta_seconds == null ? "" : ` · about ${formatSeconds(event.eta_seconds)} left`;
+      const eta = event.eta_seconds == null ? "" : ` · about ${Format.seconds(event.eta_seconds)} left`;
       $("progress-text").textContent =
         `Epoch ${event.epoch} of ${totalEpochs}: batch ${event.step} of ${event.steps} · ${Math.round(event.images_per_second)} images/s${eta}`;
-    }
-
-    function formatSeconds(s) {
-      return s >= 3600 ? `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min` : s >= 60 ? `${Math.round(s / 60)} min` : `${Math.ceil(s)} s`;
     }
 
     function addSnapshot(event) {
@@ -64,6 +67,18 @@ const ExperimentPage = {
       // Newest first, and chosen: that is the snapshot people want to try.
       select.prepend(new Option(`Epoch ${event.epoch}`, event.id, true, true));
       $("classify").hidden = false;
+    }
+
+    // A refill's list of the snapshots there are now: add the new, drop the removed.
+    function setSnapshots(event) {
+      const ids = new Set(event.snapshots.map((snapshot) => String(snapshot.id)));
+      const select = $("id_snapshot");
+      Array.from(select ? select.options : []).forEach((option) => {
+        if (option.value && !ids.has(option.value)) removeSnapshot({ id: option.value });
+      });
+      const shown = new Set(Array.from($("snapshots").tBodies[0].rows, (row) => row.dataset.snapshotRow));
+      const newest = event.snapshots[0];
+      if (newest && !shown.has(String(newest.id))) addSnapshot(newest);
     }
 
     function removeSnapshot(event) {
@@ -129,6 +144,10 @@ const ExperimentPage = {
     }
 
     function addLog(event) {
+      if (event.id != null) {
+        if (event.id <= lastLine) return; // refilled twice, or already rendered
+        lastLine = event.id;
+      }
       const line = document.createElement("span");
       line.className = event.level;
       line.textContent = `${event.time.slice(11, 19)}  ${event.message}\n`;
@@ -166,14 +185,26 @@ const ExperimentPage = {
       status: setStatus,
       snapshot: addSnapshot,
       snapshot_removed: removeSnapshot,
+      snapshots: setSnapshots,
       steps: charts.addSteps,
       progress: showProgress,
       log: addLog,
       hardware: showHardware,
       export: showExport,
     }, (socket) => {
-      socket.send(JSON.stringify({ after_epoch: lastEpoch }));
+      socket.send(JSON.stringify({ after_epoch: lastEpoch, after_log: lastLine }));
+      charts.refill();
+    }, (socket) => {
+      // An event was lost on the way: everything after what the page has, from the database.
+      socket.send(JSON.stringify({ after_epoch: lastEpoch, after_log: lastLine }));
       charts.refill();
     });
   },
 };
+
+// The page names the experiment on this script element: data-experiment, data-status,
+// data-epochs.
+(function () {
+  const { experiment, status, epochs } = document.currentScript.dataset;
+  ExperimentPage.start(Number(experiment), status, Number(epochs));
+})();

@@ -58,7 +58,7 @@ const ExperimentCharts = {
       min: zoom ? zoom.min : 0,
       max: zoom ? zoom.max : undefined,
       title: { display: true, text: mode === "epoch" ? "epoch" : "wall clock" },
-      ticks: mode === "epoch" ? {} : { callback: (value) => Curves.formatSeconds(value) },
+      ticks: mode === "epoch" ? {} : { callback: (value) => Format.seconds(value) },
     });
     const line = (label, color, axis, extra = {}) => ({
       label, data: [], borderColor: color, backgroundColor: color, yAxisID: axis, pointRadius: 0, borderWidth: 1.5, ...extra,

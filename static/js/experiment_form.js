@@ -8,90 +8,106 @@ const ExperimentForm = {
     const value = (name) => (form.elements[name] ? form.elements[name].value : "");
     const csrf = form.elements.csrfmiddlewaretoken.value;
 
-    // --- Network: standard or custom -------------------------------------------------
+    // --- Network: standard or custom (static/js/network_editor.js) --------------------
+    const specArea = form.elements.network_spec;
+    NetworkEditor.attach(specArea);
     function showSpec() {
       $("spec-field").hidden = value("network") !== "custom";
+      if (!$("spec-field").hidden) NetworkEditor.refresh(specArea);
     }
-    form.elements.network.addEventListener("change", showSpec);
+    // A table of the network chosen before would describe the wrong one.
+    form.elements.network.addEventListener("change", () => { NetworkEditor.clear(); showSpec(); });
     showSpec();
 
-    $("customize-from").addEventListener("change", async (event) => {
-      const [kind, id] = event.target.value.split(":");
-      if (!kind) return;
+    async function loadSpec(kind, id) {
       const params = new URLSearchParams({ [kind]: id });
       if (kind === "network" && value("dataset")) params.set("dataset", value("dataset"));
       const response = await fetch(`${urls.specUrl}?${params}`);
       if (!response.ok) return;
       const data = await response.json();
-      form.elements.network_spec.value = data.spec;
+      NetworkEditor.setValue(specArea, data.spec);
       form.elements.network.value = "custom";
       showSpec();
-      event.target.value = "";
       visualize();
-    });
-
-    function format(n) {
-      return n >= 1e9 ? `${(n / 1e9).toFixed(2)} G` : n >= 1e6 ? `${(n / 1e6).toFixed(2)} M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)} k` : String(n);
     }
+    $("customize-from").addEventListener("change", (event) => {
+      const [kind, id] = event.target.value.split(":");
+      event.target.value = "";
+      if (kind) loadSpec(kind, id);
+    });
+    // "Train with it" in the network library opens this page with ?saved=<id>.
+    const saved = new URLSearchParams(window.location.search).get("saved");
+    if (saved && /^\d+$/.test(saved)) loadSpec("saved", saved);
 
-    async function visualize() {
+    function visualize() {
       const crop = parseInt(value("crop_size"), 10);
-      const response = await fetch(urls.visualizeUrl, {
-        method: "POST",
-        headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
-        body: JSON.stringify({
-          network: value("network"),
-          spec: value("network_spec"),
-          dataset: value("dataset"),
-          crop_size: Number.isFinite(crop) ? crop : null,
-        }),
-      });
-      const data = await response.json();
-      const body = $("network-table").querySelector("tbody");
-      body.innerHTML = "";
-      for (const row of data.rows || []) {
-        const tr = body.insertRow();
-        tr.dataset.path = row.path;
-        // Names come from a spec someone wrote: text, never markup.
-        const cell = tr.insertCell();
-        cell.textContent = row.name || row.path;
-        cell.style.paddingLeft = `${8 + row.depth * 18}px`;
-        tr.insertCell().textContent = row.type + (row.detail ? ` ${row.detail}` : "");
-        tr.insertCell().textContent = row.output_shape ? row.output_shape.join(" × ") : "✗";
-        const params = tr.insertCell(); params.className = "num"; params.textContent = format(row.params);
-        const flops = tr.insertCell(); flops.className = "num"; flops.textContent = format(row.flops);
-        if (data.error && data.error.layer === row.path) tr.classList.add("failed-layer");
-      }
-      $("total-params").textContent = format(data.total_params || 0);
-      $("total-flops").textContent = format(data.total_flops || 0);
-      const error = $("visualize-error");
-      error.hidden = !data.error;
-      error.textContent = data.error ? (data.error.layer ? `${data.error.layer}: ` : "") + data.error.message : "";
-      $("visualization").hidden = false;
+      const payload = {
+        network: value("network"), spec: value("network_spec"), dataset: value("dataset"),
+        crop_size: Number.isFinite(crop) ? crop : null,
+      };
+      return NetworkEditor.visualize(urls.visualizeUrl, csrf, payload, specArea);
     }
     $("visualize").addEventListener("click", visualize);
 
-    $("save-network").addEventListener("click", async () => {
-      const name = window.prompt("Save this network to the library as:");
-      if (!name) return;
-      const body = new URLSearchParams({
-        name, spec: value("network_spec"), visibility: value("visibility"), team: value("team"),
-        csrfmiddlewaretoken: csrf,
-      });
+    // --- Save to the library: a dialog for its name, description and sharing -----------
+    const dialog = $("save-network-dialog");
+    const saveForm = $("save-network-form");
+    $("save-network").addEventListener("click", () => {
+      for (const p of saveForm.querySelectorAll(".error")) { p.hidden = true; p.textContent = ""; }
+      dialog.showModal();
+    });
+    $("save-network-cancel").addEventListener("click", () => dialog.close());
+    saveForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const body = new URLSearchParams(new FormData(saveForm));
+      body.set("spec", value("network_spec"));
+      body.set("csrfmiddlewaretoken", csrf);
       const response = await fetch(urls.saveUrl, { method: "POST", body, headers: { Accept: "application/json" } });
       const data = await response.json();
+      for (const p of saveForm.querySelectorAll(".error")) { p.hidden = true; p.textContent = ""; }
       if (response.ok) {
-        window.alert(`Saved “${data.name}” to the network library.`);
-      } else {
-        const errors = Object.entries(data.errors).map(([f, e]) => `${f}: ${e.map((x) => x.message).join(" ")}`);
-        window.alert(`Not saved. ${errors.join(" ")}`);
+        dialog.close();
+        saveForm.reset();
+        const done = $("save-network-status");
+        done.textContent = `Saved “${data.name}” to the network library.`;
+        return;
+      }
+      // Each error beside its field; the spec's (it lives on this page) and any other at the top.
+      for (const [name, errors] of Object.entries(data.errors)) {
+        const target = $(`save-error-${name}`) || $("save-error-__all__");
+        target.textContent = errors.map((e) => (name === "spec" ? `The network: ${e.message}` : e.message)).join(" ");
+        target.hidden = false;
       }
     });
+
+    // --- A sweep: one experiment per learning rate × batch size ------------------------
+    // As training/forms.py's parse_values reads the lists: commas or semicolons, repeats once.
+    function listLength(text) {
+      const parts = text.split(/[,;]/).map((p) => p.trim()).filter(Boolean);
+      return new Set(parts.map((p) => (Number.isFinite(Number(p)) ? String(Number(p)) : p))).size;
+    }
+    function showSweepCount() {
+      const note = $("sweep-count");
+      if (!note) return;
+      const rates = listLength(value("learning_rates"));
+      const sizes = listLength(value("batch_sizes"));
+      const count = rates * sizes;
+      const max = Number(note.dataset.max);
+      const what = count > 1 ? `${count} experiments, a sweep (${rates} learning rate${rates === 1 ? "" : "s"} × ${sizes} batch size${sizes === 1 ? "" : "s"})` : `${count} experiment`;
+      note.textContent = count === 0
+        ? "Give at least one learning rate and one batch size."
+        : `This creates ${what}.${count > max ? ` A sweep may have at most ${max}.` : ""}`;
+      note.classList.toggle("error", count === 0 || count > max);
+    }
+    form.elements.learning_rates.addEventListener("input", showSweepCount);
+    form.elements.batch_sizes.addEventListener("input", showSweepCount);
+    showSweepCount();
 
     // --- Solver and policy fields that apply -----------------------------------------
     const policyFields = {
       fixed: [], step: ["step_size", "step_gamma"], multistep: ["multistep_values", "multistep_gamma"],
       exp: ["exp_gamma"], inv: ["inv_gamma", "inv_power"], poly: ["poly_power"], sigmoid: ["sigmoid_step", "sigmoid_gamma"],
+      cosine: [],
     };
     const solverFields = {
       momentum: ["sgd", "nesterov"], rms_decay: ["rmsprop"], adadelta_decay: ["adadelta"],
@@ -148,7 +164,7 @@ const ExperimentForm = {
     async function preview() {
       const names = ["learning_rates", "batch_sizes", "epochs", "batch_accumulation", "dataset", "lr_policy",
         "step_size", "step_gamma", "multistep_values", "multistep_gamma", "exp_gamma", "inv_gamma", "inv_power",
-        "poly_power", "sigmoid_step", "sigmoid_gamma"];
+        "poly_power", "sigmoid_step", "sigmoid_gamma", "warmup"];
       const params = new URLSearchParams(names.map((n) => [n, value(n)]));
       const response = await fetch(`${urls.previewUrl}?${params}`);
       const data = await response.json();
@@ -160,8 +176,52 @@ const ExperimentForm = {
       chart.update();
     }
     form.addEventListener("input", () => { clearTimeout(pending); pending = setTimeout(preview, 250); });
-    form.addEventListener("change", () => { showRelevant(); preview(); });
+    form.addEventListener("change", () => { showRelevant(); preview(); showRecipe(); });
+
+    // --- Default recipe: solver, rate and schedule for the network and the run's length
+    // A new network fills in its recipe (training/recipes.py); so does a new number of
+    // epochs, unless the fields were changed from the recipe (those changes are kept).
+    // The sentence under the chart says what will run, or that the fields differ from it.
+    let recipe = null;
+    async function fetchRecipe() {
+      const params = new URLSearchParams({ recipe: "1", network: value("network"), epochs: value("epochs") });
+      const response = await fetch(`${urls.previewUrl}?${params}`);
+      recipe = response.ok ? await response.json() : null;
+    }
+    function followsRecipe() {
+      return Object.entries(recipe.fields).every(([name, v]) => {
+        const field = form.elements[name];
+        const number = parseFloat(field.value);
+        return field.value === String(v) || (typeof v === "number" && number === v);
+      });
+    }
+    function showRecipe() {
+      const note = $("recipe-summary");
+      if (!recipe || !note) return;
+      note.textContent = followsRecipe() ? recipe.summary : `Changed from the default. ${recipe.summary}`;
+      note.hidden = false;
+    }
+    async function applyRecipe(always) {
+      const following = recipe && followsRecipe();
+      await fetchRecipe();
+      if (!recipe) return;
+      if (always || following) {
+        for (const [name, v] of Object.entries(recipe.fields)) form.elements[name].value = v;
+      }
+      showRelevant(); preview(); showRecipe();
+    }
+    form.elements.network.addEventListener("change", () => applyRecipe(true));
+    form.elements.epochs.addEventListener("change", () => applyRecipe(false));
     showRelevant();
     preview();
+    fetchRecipe().then(showRecipe);
   },
 };
+
+// The page names its URLs on the form (data-spec-url…). Not through form.dataset: the form's
+// "dataset" field answers to that name.
+(function () {
+  const form = document.getElementById("experiment-form");
+  const url = (name) => form.getAttribute(`data-${name}-url`);
+  ExperimentForm.start({ specUrl: url("spec"), visualizeUrl: url("visualize"), previewUrl: url("preview"), saveUrl: url("save") });
+})();

@@ -1,6 +1,6 @@
 """Shorthands for writing the standard networks' specs in Python."""
 
-# Below this many pixels on the shorter side, AlexNet, GoogLeNet and ResNet
+# Below this many pixels on the shorter side, AlexNet, GoogLeNet and ResNet-20
 # swap their ImageNet stem (stride 2 or 4, built for 224x224) for a stride-1
 # one, so that 28x28 or 32x32 images keep enough resolution for the later
 # pools. At 112 the ImageNet stems still leave GoogLeNet's last stage 4x4.

@@ -1,0 +1,237 @@
+"""A load drill against the web tier as `make run` starts it (scripts/web.sh: uvicorn,
+one process per core): logged-in users browsing while others watch a running experiment.
+
+- USERS people (default 20), each in a thread of its own, load the console and
+  experiment pages one after the other, as fast as they are answered;
+- WATCHERS sockets (default 100) on /ws/experiments/<id>/ of one running experiment,
+  each with its own user's session and the page's Origin;
+- a loop standing in for the training worker broadcasts a progress event every 0.1 s
+  to the experiment's group (jobs.events.broadcast, as the worker does), each stamped
+  with the time it was sent.
+
+Prints requests/s, page p50/p95, event latency p50/p99 (send to receipt) and the events
+lost (every watcher should get every one). A socket from another site's Origin must be
+refused. It lasts --seconds (default 30; the whole drill stays under a minute on 2
+cores, start-up and filling included).
+
+    python -m bench.load_drill [--quick] [--users 20] [--watchers 100] [--seconds 30]
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from bench.scale_bench import populate
+from bench.site import throwaway_site
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENT_INTERVAL = 0.1
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sessions(count):
+    """Session cookies of `count` members of bob's team."""
+    from django.test import Client
+
+    from accounts.models import Membership, Team, User
+
+    team = Team.objects.get(name="Vision")
+    cookies = []
+    for i in range(count):
+        user = User.objects.create_user(f"viewer{i:03d}")
+        Membership.objects.create(user=user, team=team, role=Membership.Role.MEMBER)
+        client = Client()
+        client.force_login(user)
+        cookies.append(client.cookies["sessionid"].value)
+    return cookies
+
+
+def start_server(port, processes):
+    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "WEB_PROCESSES": str(processes)}
+    server = subprocess.Popen(
+        ["bash", "scripts/web.sh", "--log-level", "warning", "--timeout-graceful-shutdown", "2"],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/accounts/login/", timeout=5).status_code == 200:
+                return server
+        except requests.RequestException:
+            time.sleep(0.2)
+    stop_server(server)
+    sys.exit("the web tier did not answer within 60 s")
+
+
+def stop_server(server):
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+
+
+def browse(base, cookie, urls, until, times, failures):
+    session = requests.Session()
+    session.cookies.set("sessionid", cookie, domain="127.0.0.1")
+    while time.monotonic() < until:
+        url = random.choice(urls)
+        started = time.perf_counter()
+        try:
+            response = session.get(base + url, timeout=30)
+            ok = response.status_code == 200
+        except requests.RequestException:
+            ok = False
+        (times if ok else failures).append(1000 * (time.perf_counter() - started))
+
+
+async def watch(url, base, cookie, ready, stop, latencies, received):
+    import websockets
+
+    headers = {"Cookie": f"sessionid={cookie}"}
+    async with websockets.connect(url, origin=base, additional_headers=headers, open_timeout=30) as ws:
+        while True:
+            event = json.loads(await ws.recv())
+            if event.get("type") == "sync":
+                break  # the opening events are read: from here on, live ones
+        ready.release()
+        while not stop.is_set():
+            try:
+                event = json.loads(await asyncio.wait_for(ws.recv(), timeout=0.5))
+            except TimeoutError:
+                continue
+            if "drill_sent" in event:
+                latencies.append(1000 * (time.time() - event["drill_sent"]))
+                received.add(event["drill_n"])
+
+
+async def foreign_origin_refused(url, cookie):
+    import websockets
+
+    try:
+        async with websockets.connect(
+            url, origin="http://elsewhere.example", additional_headers={"Cookie": f"sessionid={cookie}"}
+        ):
+            return False
+    except websockets.exceptions.InvalidStatus:
+        return True
+
+
+def broadcaster(group, until, sent):
+    """A progress event every EVENT_INTERVAL until `until`, on a fixed schedule."""
+    from jobs.events import broadcast
+
+    due = time.monotonic()
+    while due < until:
+        n = len(sent)
+        broadcast(group, {"type": "progress", "epoch": 1, "step": n, "drill_sent": time.time(), "drill_n": n})
+        sent.append(n)
+        due += EVENT_INTERVAL
+        time.sleep(max(0.0, due - time.monotonic()))
+
+
+async def drill(base, port, cookies, experiment, urls, args):
+    ws_url = f"ws://127.0.0.1:{port}/ws/experiments/{experiment.pk}/"
+    refused = await foreign_origin_refused(ws_url, cookies[0])
+    ready, stop = asyncio.Semaphore(0), asyncio.Event()
+    latencies, received = [], [set() for _ in range(args.watchers)]
+    watchers = [
+        asyncio.create_task(watch(ws_url, base, cookies[i % len(cookies)], ready, stop, latencies, received[i]))
+        for i in range(args.watchers)
+    ]
+    started = time.monotonic()
+    for _ in range(args.watchers):
+        await asyncio.wait_for(ready.acquire(), timeout=60)
+    connect_seconds = time.monotonic() - started
+
+    started_browsing = time.monotonic()
+    until = started_browsing + args.seconds
+    times, failures, sent = [], [], []
+    browsers = [
+        threading.Thread(target=browse, args=(base, cookies[i % len(cookies)], urls, until, times, failures))
+        for i in range(args.users)
+    ]
+    sender = threading.Thread(target=broadcaster, args=(experiment.group_name, until, sent))
+    for thread in [*browsers, sender]:
+        thread.start()
+    while any(thread.is_alive() for thread in [*browsers, sender]):
+        await asyncio.sleep(0.2)
+    elapsed = time.monotonic() - started_browsing
+    # The events still in flight: a late one is slow, not lost; after 5 s it is lost.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and sum(map(len, received)) < len(sent) * args.watchers:
+        await asyncio.sleep(0.1)
+    stop.set()
+    await asyncio.gather(*watchers)
+    lost = sum(len(sent) - len(got) for got in received)
+    return refused, connect_seconds, elapsed, times, failures, latencies, len(sent), lost
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 5 users, 20 watchers, 8 s")
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--watchers", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--processes", type=int, default=os.cpu_count(), help="web processes (WEB_PROCESSES)")
+    args = parser.parse_args()
+    if args.quick:
+        args.users, args.watchers, args.seconds = 5, 20, 8
+
+    # The drill's events and the servers' sockets meet on a channel layer prefix of their own.
+    os.environ["CHANNEL_LAYER_PREFIX"] = f"drill-{os.getpid()}"
+    with throwaway_site() as vendor:
+        from training.models import Experiment
+
+        populate(500, 20)
+        cookies = sessions(max(args.users, 1))
+        experiment = Experiment.objects.filter(status="running").first()
+        pages = list(Experiment.objects.values_list("pk", flat=True)[:50])
+        urls = ["/", *(f"/experiments/{pk}/" for pk in pages)]
+        port = free_port()
+        server = start_server(port, args.processes)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            result = asyncio.run(drill(base, port, cookies, experiment, urls, args))
+        finally:
+            stop_server(server)
+
+    refused, connect_seconds, elapsed, times, failures, latencies, sent, lost = result
+    pct = statistics.quantiles
+    print(
+        f"load drill on {vendor}, {args.processes} web processes (uvicorn), {os.cpu_count()} CPUs: "
+        f"{args.users} users browsing for {elapsed:.0f} s, {args.watchers} sockets on one experiment "
+        f"(connected in {connect_seconds:.1f} s)"
+    )
+    print(
+        f"load pages   {len(times) / elapsed:6.1f} requests/s  p50 {statistics.median(times):6.1f} ms  "
+        f"p95 {pct(times, n=20)[-1]:6.1f} ms  failed {len(failures)}"
+    )
+    print(
+        f"load events  {sent} sent to {args.watchers} sockets  p50 {statistics.median(latencies):6.1f} ms  "
+        f"p99 {pct(latencies, n=100)[-1]:6.1f} ms  lost {lost}"
+    )
+    print(f"load origin  a socket from another site's Origin {'refused' if refused else 'ACCEPTED'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""The new-experiment page fills in each network's default recipe, in a real Chromium
+against a real daphne."""
+
+import pytest
+
+from accounts.models import User
+from tests.browser import browser_page, platform_server  # noqa: F401 - platform_server is a fixture
+from training import recipes
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_choosing_a_network_or_a_length_fills_in_its_recipe(platform_server, monkeypatch):  # noqa: F811
+    User.objects.create_user("gus", password="gus-password-1")
+    from playwright.sync_api import expect
+
+    with browser_page(monkeypatch) as page:
+        page.goto(platform_server + "/accounts/login/")
+        page.fill("#id_username", "gus")
+        page.fill("#id_password", "gus-password-1")
+        page.click("button[type=submit]")
+        page.goto(platform_server + "/experiments/new/")
+        lenet = recipes.RECIPES["lenet"]
+        expect(page.locator("#id_solver")).to_have_value(lenet.solver)
+        expect(page.locator("#recipe-summary")).to_contain_text("Recipe for LeNet, 30 epochs")
+
+        page.select_option("#id_network", "resnet")
+        expect(page.locator("#id_solver")).to_have_value("sgd")
+        expect(page.locator("#id_learning_rates")).to_have_value("0.1")
+        expect(page.locator("#id_weight_decay")).to_have_value("0.0001")
+        expect(page.locator("#id_lr_policy")).to_have_value("cosine")
+        expect(page.locator("#id_warmup")).to_have_value("3.3")  # one epoch of 30
+        expect(page.locator("#recipe-summary")).to_contain_text("Recipe for ResNet-20, 30 epochs")
+
+        # A shorter run: the warm-up is capped at a tenth of it.
+        page.fill("#id_epochs", "3")
+        page.locator("#id_epochs").dispatch_event("change")
+        expect(page.locator("#id_warmup")).to_have_value("10")
+        expect(page.locator("#recipe-summary")).to_contain_text("ResNet-20, 3 epochs")
+
+        # A field changed by hand is kept when the length changes, and the page says so.
+        page.select_option("#id_solver", "adam")
+        expect(page.locator("#recipe-summary")).to_contain_text("Changed from the default")
+        page.fill("#id_epochs", "20")
+        page.locator("#id_epochs").dispatch_event("change")
+        expect(page.locator("#recipe-summary")).to_contain_text("ResNet-20, 20 epochs")
+        expect(page.locator("#id_solver")).to_have_value("adam")
+        expect(page.locator("#id_warmup")).to_have_value("10")
