@@ -52,7 +52,9 @@ def hand_over(leaver, recipient, *, by=None):
         raise HandoverRefused(problem)
     moved = {}
     for model in owned_models():
-        objects = list(model._default_manager.filter(owner=leaver).select_for_update().select_related("team"))
+        objects = list(
+            model._default_manager.filter(owner=leaver).select_for_update(of=("self",)).select_related("team")
+        )
         if not objects:
             continue
         for obj in objects:

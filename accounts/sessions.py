@@ -20,7 +20,7 @@ from django.dispatch import receiver
 from django.utils.crypto import constant_time_compare
 
 from accounts import audit
-from accounts.models import UserSession
+from accounts.models import ApiToken, UserSession
 
 
 def session_store(session_key=None):
@@ -41,9 +41,11 @@ def end_sessions(user, reason="the account was deactivated"):
 def session_is_current(scope):
     """Whether the browser session a socket was opened with still logs in the socket's user:
     False once it was logged out, ended by `end_sessions`, expired or taken by a password
-    change. A socket authenticated by an API token has no session and is not asked here."""
+    change. A socket opened with an API token has no session: it lasts while its token is
+    neither revoked nor expired."""
     if scope.get("auth") == "token":
-        return True
+        token = ApiToken.objects.filter(pk=scope.get("token_id")).first()
+        return token is not None and not token.expired
     user, session = scope.get("user"), scope.get("session")
     key = getattr(session, "session_key", None)
     if user is None or not key:

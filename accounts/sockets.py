@@ -24,10 +24,11 @@ class TokenAuthMiddleware:
         if scope["type"] == "websocket":
             secret = _token_secret(scope)
             if secret is not None:
-                user = await database_sync_to_async(_user_of)(secret)
+                user, token_id = await database_sync_to_async(_user_of)(secret)
                 if user is None:
                     return await WebsocketDenier()(scope, receive, send)
-                scope = {**scope, "user": user, "auth": "token"}
+                # The token's id, so that revoking it closes the socket (accounts.sessions).
+                scope = {**scope, "user": user, "auth": "token", "token_id": token_id}
         return await self.application(scope, receive, send)
 
 
@@ -44,10 +45,11 @@ def _token_secret(scope):
 
 
 def _user_of(secret):
+    """(user, token id) for a valid token; (None, None) otherwise."""
     if not secret:
-        return None
+        return None, None
     try:
-        user, _ = TokenAuthentication().authenticate_credentials(secret)
+        user, token = TokenAuthentication().authenticate_credentials(secret)
     except exceptions.AuthenticationFailed:
-        return None
-    return user
+        return None, None
+    return user, token.pk

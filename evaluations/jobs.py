@@ -41,6 +41,20 @@ def evaluate(evaluation_id):
     if evaluation is None or not evaluation.claim(rq_job.id if rq_job else None):
         log.info("evaluation %s: not queued (deleted or claimed by another run); nothing to do", evaluation_id)
         return
+    try:
+        _evaluate(evaluation)
+    finally:
+        record_size(evaluation)
+
+
+def record_size(evaluation):
+    """What the evaluation's folder holds now, saved on its row for the storage quota."""
+    folder = evaluation.directory
+    size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) if folder.exists() else 0
+    Evaluation.objects.filter(pk=evaluation.pk).update(size_bytes=size)
+
+
+def _evaluate(evaluation):
     started = time.monotonic()
     try:
         with ExitStack() as stack:

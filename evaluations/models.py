@@ -51,6 +51,9 @@ class Evaluation(Owned, Job):
     progress_total = models.PositiveIntegerField(default=0)
     # core.metrics(), plus "unknown_labels" {label: count} and "unlabelled".
     results = models.JSONField(default=dict, blank=True)
+    # What its folder (rows, an uploaded list or archive) takes on disk, recorded when the
+    # job ends, for the team's storage quota (quotas.usage): no folder is walked on a page.
+    size_bytes = models.PositiveBigIntegerField(default=0)
     # [[path, reason], ...] of what was not classified.
     skipped = models.JSONField(default=list, blank=True)
 

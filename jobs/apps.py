@@ -15,10 +15,10 @@ class JobsConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save
 
         from accounts.access import Owned
-        from accounts.models import Membership, Team, User, UserSession
+        from accounts.models import ApiToken, Membership, Team, User, UserSession
         from jobs.events import access_changed
 
-        watched = [Membership, Team, User, UserSession]
+        watched = [Membership, Team, User, UserSession, ApiToken]
         watched += [model for model in apps.get_models() if issubclass(model, Owned)]
         for model in watched:
             post_save.connect(access_changed, sender=model, dispatch_uid=f"access-{model._meta.label}-save")

@@ -40,17 +40,19 @@ def device_hours(team_id, now=None):
 
 
 def stored_bytes(team_id):
-    """What the team's datasets, snapshots and exports take on disk, as recorded when each
+    """What the team's datasets, snapshots, exports and evaluations take on disk, as recorded when each
     was written: no folder is walked."""
     Dataset = apps.get_model("datasets", "Dataset")
     Snapshot = apps.get_model("training", "Snapshot")
     Export = apps.get_model("training", "Export")
+    Evaluation = apps.get_model("evaluations", "Evaluation")
     return sum(
         queryset.aggregate(total=Sum(field))["total"] or 0
         for queryset, field in (
             (Dataset.objects.filter(team_id=team_id), "stored_bytes"),
             (Snapshot.objects.filter(experiment__team_id=team_id), "size_bytes"),
             (Export.objects.filter(experiment__team_id=team_id), "size_bytes"),
+            (Evaluation.objects.filter(team_id=team_id), "size_bytes"),
         )
     )
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 from django.utils import timezone
@@ -138,7 +139,11 @@ def test_a_dataset_is_uploaded_trained_on_followed_and_downloaded(platform_serve
         assert line.startswith("epoch "), follow.stderr.read()
         # Printed while it still trains: live, not read back once it ended.
         assert Experiment.objects.get(pk=long_run["id"]).status == Experiment.Status.RUNNING
-        assert "stops after its current step" in dlp("experiments", "abort", str(long_run["id"])).stdout
+        aborted = dlp("experiments", "abort", str(long_run["id"]), check=False)
+        assert "stops after its current step" in aborted.stdout, (
+            aborted.stderr,
+            Experiment.objects.get(pk=long_run["id"]).error,
+        )
         rest, _ = follow.communicate(timeout=60)
     finally:
         follow.kill()
@@ -209,6 +214,24 @@ def test_a_token_opens_the_socket_of_what_its_user_may_see(alice, bob, charlie, 
             connected, _ = await refused.connect()
             assert not connected, secret
             await refused.disconnect()
+
+    asyncio.run(follow())
+
+
+def test_revoking_the_token_closes_its_socket(alice):
+    experiment = make_experiment(alice, status=Experiment.Status.RUNNING)
+    token, secret = tokens.create(alice, "follow", read_only=True)
+
+    async def follow():
+        watcher = token_socket(f"/ws/experiments/{experiment.pk}/", secret)
+        connected, _ = await watcher.connect()
+        assert connected
+        await sync_to_async(tokens.revoke)(token, user=alice)
+        while True:  # what the socket sent on opening, then the close
+            message = await watcher.receive_output(timeout=5)
+            if message["type"] == "websocket.close":
+                break
+        assert message["code"] == 4403
 
     asyncio.run(follow())
 

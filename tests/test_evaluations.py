@@ -362,6 +362,9 @@ def test_an_uploaded_archive_of_class_folders(client, alice, trained, api, mnist
     assert evaluation.status == "done", evaluation.error
     assert evaluation.results["count"] == 10 and evaluation.upload_name == "digits.zip"
     assert not (evaluation.upload_dir / "archive.zip").exists()  # extracted, then removed
+    # Its folder (the extracted images, the rows) counts towards the team's storage quota.
+    on_disk = sum(path.stat().st_size for path in evaluation.directory.rglob("*") if path.is_file())
+    assert evaluation.size_bytes == on_disk > sum(path.stat().st_size for path in evaluation.upload_dir.rglob("*.png"))
     client.force_login(alice)
     assert client.get(reverse("evaluation-image", args=[evaluation.pk, 0])).status_code == 200
 

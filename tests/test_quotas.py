@@ -318,6 +318,20 @@ def test_a_team_at_its_storage_limit_takes_no_new_dataset_from_a_folder(alice, t
     assert usage.storage_refusal(team) == ""
 
 
+def test_snapshots_exports_and_evaluations_count_towards_storage(alice, team):
+    from evaluations.models import Evaluation
+    from training.models import Export, Snapshot
+
+    experiment = make_experiment(alice, team=team, visibility="team")
+    snapshot = Snapshot.objects.create(experiment=experiment, epoch=2, path="/nowhere", size_bytes=1_000)
+    Export.objects.create(experiment=experiment, snapshot=snapshot, snapshot_epoch=2, format="onnx", size_bytes=20)
+    Evaluation.objects.create(
+        owner=alice, team=team, experiment=experiment, snapshot_epoch=2, source="split", size_bytes=300
+    )
+    Evaluation.objects.create(owner=alice, experiment=experiment, snapshot_epoch=2, source="split", size_bytes=5)
+    assert usage.stored_bytes(team.pk) == experiment.dataset.stored_bytes + 1_320
+
+
 # --- What the pages show ------------------------------------------------------------------------
 
 

@@ -248,6 +248,11 @@ def test_a_viewer_downloads_an_export_but_does_not_queue_one(vera, bob, shared, 
         == 403
     )
     assert not Export.objects.exists()
+    # The page offers the viewer no export button, and says why; a member gets the buttons.
+    cell = reverse("snapshot-exports", args=[experiment.pk, snapshot.pk])
+    for page in (logged_in(vera).get(experiment.get_absolute_url()), logged_in(vera).get(cell)):
+        assert 'name="format"' not in page.content.decode() and "viewer of team Vision" in page.content.decode()
+    assert 'name="format"' in logged_in(bob).get(cell).content.decode()
     queued = api(bob).post(url, {"format": "onnx"}, "application/json")
     assert queued.status_code == 201, queued.content
     export = Export.objects.get()

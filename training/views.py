@@ -109,6 +109,8 @@ def experiment_detail(request, pk, classify_form=None, classification=None):
         "experiment": experiment,
         "can_edit": can_edit(request.user, experiment),
         "export_refusal": export_refusal,
+        # A viewer of the team downloads its exports but may not queue new ones.
+        "export_work_problem": work_problem(request.user, experiment.team_id),
         "snapshot_rows": [
             {"snapshot": snapshot, "exports": exports}
             for snapshot, exports in zip(snapshots, export_cells(experiment, snapshots), strict=True)
@@ -346,9 +348,13 @@ def snapshot_exports(request, pk, snapshot_pk):
             messages.error(request, " ".join(form.errors["format"]))
         return redirect(experiment.get_absolute_url() + "#snapshots-card")
     (exports,) = export_cells(experiment, [snapshot])
-    return render(
-        request, "training/_exports.html", {"experiment": experiment, "snapshot": snapshot, "exports": exports}
-    )
+    context = {
+        "experiment": experiment,
+        "snapshot": snapshot,
+        "exports": exports,
+        "export_work_problem": work_problem(request.user, experiment.team_id),
+    }
+    return render(request, "training/_exports.html", context)
 
 
 def export_download(request, pk, export_pk):
