@@ -25,9 +25,15 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import models
+from django.dispatch import Signal
 from django.http import Http404
 
 from accounts.models import Membership, Team, Visibility
+
+# Sent by code that changes who sees what without saving rows one by one (a QuerySet
+# update); saves and deletes of the rows the rule reads are watched already (jobs.apps).
+# Open sockets ask the rule again when they hear of it.
+access_changed = Signal()
 
 
 class OwnedQuerySet(models.QuerySet):

@@ -9,7 +9,7 @@ from django.apps import apps
 from django.db import transaction
 
 from accounts import audit
-from accounts.access import Owned
+from accounts.access import Owned, access_changed
 
 
 class HandoverRefused(Exception):
@@ -66,6 +66,7 @@ def hand_over(leaver, recipient, *, by=None):
                 detail=f"owner {leaver.username} → {recipient.username}",
             )
         model._default_manager.filter(pk__in=[obj.pk for obj in objects]).update(owner=recipient)
+        access_changed.send(sender=model)
         moved[str(model._meta.verbose_name_plural)] = len(objects)
     summary = ", ".join(f"{count} {name}" for name, count in moved.items()) or "nothing"
     audit.record(audit.Action.HANDED_OVER, user=by, obj=leaver, detail=f"to {recipient.username}: {summary}")

@@ -127,6 +127,11 @@ JAX_CACHE_DIR = Path(os.environ.get("JAX_CACHE_DIR", VAR_DIR / "jax-cache"))
 # resume, up to JOB_MAX_ATTEMPTS runs in all.
 JOB_STALE_SECONDS = envint("JOB_STALE_SECONDS", "15")
 JOB_MAX_ATTEMPTS = envint("JOB_MAX_ATTEMPTS", "3")
+# An open socket notices a change of access (a sharing setting, a membership, a logout) within
+# a couple of seconds: every save of those rows bumps a counter in Redis that each web process
+# reads for all of its sockets. It asks the database at least this often anyway, for what no
+# save announces (a session or token that expired, a row changed by raw SQL).
+ACCESS_RECHECK_SECONDS = envint("ACCESS_RECHECK_SECONDS", "30")
 
 DATABASES = {
     "default": dj_database_url.parse(
@@ -136,8 +141,17 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Web and workers write the same file: wait for a lock rather than fail at once.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Web and workers write the same file. A lock is waited for (timeout) rather than
+    # failed at once; readers never block the writer (WAL); and a transaction takes the
+    # write lock when it begins (IMMEDIATE): one that read first and then asked for it
+    # could deadlock with another writer, and SQLite answers that with "database is
+    # locked" at once, without waiting (an epoch's update_or_create in a worker, while
+    # the web server writes a session).
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        timeout=20,
+        transaction_mode="IMMEDIATE",
+        init_command="PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    )
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and envint("DATABASE_POOL_SIZE", "0") > 0:
     # The web server reuses PostgreSQL connections through psycopg's pool, not
     # CONN_MAX_AGE: under ASGI every request's sync code runs in a thread of its own
@@ -249,11 +263,24 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 # --- Redis: RQ queues and the channel layer ----------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
+# Redis publish/subscribe by default: an event to a group is published once, and each web
+# process hands it to all of its sockets in that group from memory. channels-redis' core
+# layer instead writes one copy per socket into Redis and pops them one by one (100
+# watchers of a run, 100 copies), and drops what overflows a socket's queue of 100.
+# Neither keeps what a socket missed while Redis was away: the pages refill every gap by
+# its sequence number (jobs.events). CHANNEL_LAYER=core selects the core layer.
+_CHANNEL_BACKENDS = {
+    "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+    "core": "channels_redis.core.RedisChannelLayer",
+}
+CHANNEL_LAYER = os.environ.get("CHANNEL_LAYER", "pubsub")
+if CHANNEL_LAYER not in _CHANNEL_BACKENDS:
+    raise ImproperlyConfigured(f"CHANNEL_LAYER must be one of {', '.join(_CHANNEL_BACKENDS)}, not {CHANNEL_LAYER!r}")
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": _CHANNEL_BACKENDS[CHANNEL_LAYER],
         "CONFIG": {
-            # Each socket's consumer waits for its messages in a 5 s blocking pop
+            # A consumer of the core layer waits for its messages in a 5 s blocking pop
             # (channels-redis' brpop_timeout), and redis-py reads with a 5 s socket timeout
             # by default: the read lost that race on every idle socket, which then closed
             # with 1011. The read must outlast the pop; keepalive still notices a dead Redis.

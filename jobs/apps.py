@@ -15,6 +15,7 @@ class JobsConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save
 
         from accounts.access import Owned
+        from accounts.access import access_changed as access_change_signal
         from accounts.models import ApiToken, Membership, Team, User, UserSession
         from jobs.events import access_changed
 
@@ -24,3 +25,4 @@ class JobsConfig(AppConfig):
             post_save.connect(access_changed, sender=model, dispatch_uid=f"access-{model._meta.label}-save")
             post_delete.connect(access_changed, sender=model, dispatch_uid=f"access-{model._meta.label}-delete")
         user_logged_out.connect(access_changed, dispatch_uid="access-logout")
+        access_change_signal.connect(access_changed, dispatch_uid="access-changed")

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import random
+import time
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
@@ -23,6 +24,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import connection, transaction
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -69,12 +71,44 @@ def _access_key():
 
 def access_changed(**kwargs):
     """Something that decides who sees what was saved or deleted (a sharing setting, a
-    membership, an account, a session): every socket asks the database again before its next
-    event. A signal receiver (jobs.apps); Redis down only means the periodic check notices."""
+    membership, an account, a session): every socket asks the database again, within
+    `GroupConsumer.access_check_seconds` or before its next event. A signal receiver
+    (jobs.apps), also called by code that changes access without saving rows one by one.
+
+    Bumped now and again once the transaction commits: a socket that read the first bump
+    and then the database before the commit saw the old rows, and must ask once more."""
+    _bump_access_generation()
+    if connection.in_atomic_block:
+        transaction.on_commit(_bump_access_generation)
+
+
+def _bump_access_generation():
     try:
         _counter_client().incr(_access_key())
     except (RedisError, OSError) as exc:
         log.warning("could not note an access change: %s", exc)
+
+
+# The access generation as this process's sockets last read it: (value, time.monotonic()).
+_generation = (None, -float("inf"))
+GENERATION_READ_SECONDS = 0.5
+
+
+async def access_generation():
+    """The access generation, read from Redis at most every GENERATION_READ_SECONDS for all of
+    this process's sockets; None when Redis does not answer (then each socket asks the
+    database)."""
+    global _generation
+    value, read_at = _generation
+    if time.monotonic() - read_at < GENERATION_READ_SECONDS:
+        return value
+    try:
+        raw = await asyncio.to_thread(_counter_client().get, _access_key())
+        value = int(raw or 0)
+    except (RedisError, OSError):
+        value = None
+    _generation = (value, time.monotonic())
+    return value
 
 
 def broadcast(group, event):
@@ -104,12 +138,20 @@ class GroupConsumer(AsyncJsonWebsocketConsumer):
 
     Access can be taken away anywhere: the object's settings page, the API, the Django
     admin, a team membership, the user's account. So the socket is not told; it asks the
-    database again every `access_check_seconds`, and before it sends anything: before every
-    event, unless nothing that decides access was saved since its last check (`access_changed`)."""
+    database again before it sends anything, and while it is idle:
+
+    - an event carries the access generation it was sent at (broadcast): one sent at the
+      generation of the last check that passed is forwarded without asking again;
+    - every `access_check_seconds` the socket reads the generation (one Redis read per web
+      process, shared by all of its sockets) and asks the database when it moved; and at
+      least every ACCESS_RECHECK_SECONDS, for what no save announces (an expired session
+      or token, a raw UPDATE). A hundred idle watchers cost the database nothing until
+      something that decides access changes."""
 
     access_check_seconds = 2
     has_access = False  # until connect() finds the object
     checked_generation = None  # the access generation (broadcast) of the last check that passed
+    recheck_at = 0.0  # time.monotonic() by which the database must be asked again
 
     def get_object(self, user, pk):
         """The object if `user` may see it, else None."""
@@ -184,9 +226,21 @@ class GroupConsumer(AsyncJsonWebsocketConsumer):
         if not self.has_access:
             return False
         if await database_sync_to_async(self._user_may_see)():
+            self.recheck_at = time.monotonic() + settings.ACCESS_RECHECK_SECONDS
             return True
         await self._close_for_good(CLOSE_ACCESS_LOST)
         return False
+
+    async def access_holds(self):
+        """The idle check: the database is asked only when the access generation moved since
+        the last check that passed, when Redis cannot tell, or when the recheck is due."""
+        generation = await access_generation()
+        if generation is not None and generation == self.checked_generation and time.monotonic() < self.recheck_at:
+            return self.has_access
+        allowed = await self.still_allowed()
+        if allowed:
+            self.checked_generation = generation
+        return allowed
 
     async def may_forward(self, message):
         """still_allowed(), skipped when the event was sent at the access generation of the
@@ -216,7 +270,7 @@ class GroupConsumer(AsyncJsonWebsocketConsumer):
 
     async def _watch_access(self):
         try:
-            while await self.still_allowed():
+            while await self.access_holds():
                 # Jittered, so a hundred sockets opened together do not all ask at once.
                 await asyncio.sleep(self.access_check_seconds * random.uniform(0.75, 1.0))
         except Exception:

@@ -57,6 +57,10 @@ def platform_server():
         process.terminate()
     for process in processes:
         process.wait(timeout=20)
+    # Shown by pytest only when the test failed: what the worker did meanwhile.
+    for name in ("worker.log", "daphne.log"):
+        lines = (log_dir / name).read_text(errors="replace").splitlines()
+        print(f"--- the last lines of {name} ---", *lines[-60:], sep="\n")
 
 
 def set_editor(page, text):

@@ -72,7 +72,10 @@ def subprocess_env(**extra):
     """The environment a worker or server subprocess needs to see this test's database."""
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.test_settings", **extra}
     db = connection.settings_dict
-    if db["ENGINE"].endswith("postgresql"):
+    # The test database by its own name: pytest-django suffixes it under `pytest -n`.
+    if db["ENGINE"].endswith("sqlite3"):
+        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+    elif db["ENGINE"].endswith("postgresql"):
         auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
         env["DATABASE_URL"] = f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
     return env

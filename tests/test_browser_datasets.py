@@ -53,6 +53,8 @@ def test_upload_a_zip_watch_it_build_and_explore_it(platform_server, tmp_path, m
         assert progress and progress[-1]["done"] == progress[-1]["total"] == 120, progress
         assert any(e.get("type") == "log" and "Extracted 120 images" in e.get("message", "") for e in events)
         expect(page.locator("#build-log")).to_contain_text("Done: 120 images")
+        # The class charts are drawn once the finished dataset's figures arrive.
+        page.wait_for_function("window.Chart && Chart.getChart('chart-train')")
         assert page.evaluate("Chart.getChart('chart-train').data.datasets[0].data.length") == 3
         expect(page.locator("#mean-image")).to_be_visible()
         shot(page, "dataset-archive")

@@ -482,7 +482,7 @@ def test_the_page_draws_the_layers_and_saliency_in_a_browser(
         expect(page.locator("#layers tbody tr")).to_have_count(7)
         expect(page.locator("figure.saliency figcaption").last).to_have_text(re.compile("Saliency for 8"))
         drawn = "Array.from(document.querySelectorAll('canvas[data-histogram]')).filter(c => Chart.getChart(c)).length"
-        assert page.evaluate(drawn) == 11
+        page.wait_for_function(f"{drawn} === 11")  # the page script draws them after the table
         assert page.evaluate("Array.from(document.querySelectorAll('img.tiles')).every(i => i.naturalWidth > 0)")
         shot(page, "classify-inside")
 

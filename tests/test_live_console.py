@@ -121,9 +121,12 @@ def test_every_event_to_a_group_carries_the_next_number(alice):
 
 
 def lossy_layer(settings):
-    """channels-redis drops what is sent to a socket whose queue holds `capacity` messages
-    already: a queue of one, and a socket busy with each message, lose most of a burst."""
+    """channels-redis' core layer (CHANNEL_LAYER=core) drops what is sent to a socket whose
+    queue holds `capacity` messages already: a queue of one, and a socket busy with each
+    message, lose most of a burst. (The default publish/subscribe layer loses what a socket
+    misses while Redis is away; the page's side is the same.)"""
     layers = {"default": {**django_settings.CHANNEL_LAYERS["default"]}}
+    layers["default"]["BACKEND"] = "channels_redis.core.RedisChannelLayer"
     layers["default"]["CONFIG"] = {**layers["default"]["CONFIG"], "capacity": 1}
     settings.CHANNEL_LAYERS = layers
 

@@ -430,6 +430,7 @@ def test_the_admin_shows_each_job_with_its_lifecycle_and_log(client, alice):
     assert "Found 2 classes" in page
 
 
+@pytest.mark.django_db  # recovery closes stale connections first
 def test_a_stop_signal_during_recovery_still_stops_the_worker(monkeypatch):
     """RQ stops an idle worker by raising StopRequested from its signal handler, wherever
     the worker is: recovery, which runs in the idle loop, must let it through."""

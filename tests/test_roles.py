@@ -474,3 +474,56 @@ def test_an_inactive_recipient_is_refused(root, otto, bob, shared):
         hand_over(otto, bob)
     with pytest.raises(HandoverRefused, match="themselves"):
         hand_over(otto, otto)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_handover_closes_the_leavers_socket_on_what_was_their_private_work(otto, bob):
+    from accounts.handover import hand_over
+
+    private = make_experiment(otto, name="otto's own run")
+
+    async def scenario():
+        browser = await sync_to_async(logged_in)(otto)
+        communicator = await open_socket(browser, f"/ws/experiments/{private.pk}/")
+        # One UPDATE for all of otto's rows: no save to hear, so hand_over announces it.
+        await sync_to_async(hand_over)(otto, bob)
+        await closes_for_lost_access(communicator)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_idle_sockets_ask_the_database_only_when_access_may_have_changed(bob, shared, monkeypatch):
+    from jobs import events
+
+    _, experiment, _ = shared
+    monkeypatch.setattr(events.GroupConsumer, "access_check_seconds", 0.1)
+    monkeypatch.setattr(events, "GENERATION_READ_SECONDS", 0.05)
+    asked = []
+    may_see = events.GroupConsumer._user_may_see
+
+    def counted(consumer):
+        asked.append(consumer.channel_name)
+        return may_see(consumer)
+
+    monkeypatch.setattr(events.GroupConsumer, "_user_may_see", counted)
+
+    async def scenario():
+        browser = await sync_to_async(logged_in)(bob)
+        watchers = [await open_socket(browser, f"/ws/experiments/{experiment.pk}/") for _ in range(3)]
+        await asyncio.sleep(0.5)  # each socket's first check
+        before = len(asked)
+        await asyncio.sleep(1.5)  # fifteen idle checks each
+        idle = len(asked) - before
+        # Something that decides access is saved: each socket asks once, and keeps its access.
+        await sync_to_async(lambda: Membership.objects.get(user=bob).save())()
+        await asyncio.sleep(1)
+        after_change = len(asked) - before - idle
+        for communicator in watchers:
+            assert await communicator.receive_nothing(timeout=0.1)
+            await communicator.disconnect()
+        return idle, after_change
+
+    idle, after_change = asyncio.run(scenario())
+    assert idle == 0
+    assert after_change == 3

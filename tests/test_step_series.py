@@ -7,12 +7,12 @@ import csv
 import io
 import json
 import re
+import threading
 import time
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.urls import reverse
 from django.utils import timezone
@@ -91,16 +91,24 @@ def test_the_learning_rate_is_drawn_at_the_step_it_changes():
 
 
 def listen(group):
-    """What the group is sent from now on: call the result with how many events to read."""
+    """What the group is sent from now on: call the result with how many events to read.
+
+    The channel lives in an event loop of its own that runs meanwhile, as a web server's
+    does: the channel layer keeps its subscriptions per loop, and hears only while it runs."""
     layer = get_channel_layer()
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(group, channel)
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+
+    def run(coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=20)
+
+    channel = run(layer.new_channel())
+    run(layer.group_add(group, channel))
 
     async def receive(count):
-        # One event loop for all of them: channels-redis keeps its receive state per loop.
         return [(await asyncio.wait_for(layer.receive(channel), 10))["event"] for _ in range(count)]
 
-    return async_to_sync(receive)
+    return lambda count: run(receive(count))
 
 
 @pytest.mark.django_db

@@ -1,14 +1,23 @@
 import asyncio
 import contextlib
 import logging
+import time
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from accounts.sessions import session_is_current
 from jobs import console
-from jobs.events import CLOSE_ACCESS_LOST, CLOSE_NOT_FOUND, CLOSE_SERVER_ERROR, GroupConsumer, current_seqs
+from jobs.events import (
+    CLOSE_ACCESS_LOST,
+    CLOSE_NOT_FOUND,
+    CLOSE_SERVER_ERROR,
+    GroupConsumer,
+    access_generation,
+    current_seqs,
+)
 from training.console import live_row, visible_ids
 from training.models import EpochMetric, Experiment, Sweep
 
@@ -175,10 +184,17 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):
 
     async def _watch_access(self):
         try:
+            checked_generation, recheck_at = None, 0.0
             while True:
                 await asyncio.sleep(self.access_check_seconds)
+                # As GroupConsumer.access_holds: the database only when access may have changed.
+                generation = await access_generation()
+                if generation is not None and generation == checked_generation and time.monotonic() < recheck_at:
+                    continue
                 if not await self._follow_viewer():
                     return
+                checked_generation = generation
+                recheck_at = time.monotonic() + settings.ACCESS_RECHECK_SECONDS
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -206,6 +222,7 @@ class SweepConsumer(GroupConsumer):
         if not self.has_access:
             return
         self.members = set(await database_sync_to_async(self._members)())
+        self.member_checked = {}  # member pk: the access generation at which it was last seen visible
         for pk in self.members:
             await self.channel_layer.group_add(f"{Experiment.group_prefix}-{pk}", self.channel_name)
         for event in await database_sync_to_async(self._syncs)(self.members):
@@ -225,8 +242,15 @@ class SweepConsumer(GroupConsumer):
         if group == self.group or not await self.may_forward(message):
             return
         pk = int(group.rsplit("-", 1)[1])
-        if pk not in self.members or not await database_sync_to_async(self._may_see)(pk):
+        if pk not in self.members:
             return
+        # Each member is asked about once per access generation, as the sweep itself is.
+        generation = message.get("access")
+        if generation is None or self.member_checked.get(pk) != generation:
+            if not await database_sync_to_async(self._may_see)(pk):
+                return
+            if generation is not None:
+                self.member_checked[pk] = generation
         await self.send_json({**message["event"], "experiment": pk, "group": group, "seq": message.get("seq")})
 
     def _may_see(self, pk):
