@@ -1,8 +1,9 @@
 """How long does a live event take from the worker that sends it to the browsers that
 watch? From `jobs.events.broadcast` in a worker-side process to its arrival at 1, 10 and
-100 WebSocket watchers of one experiment, through a real daphne (config.asgi) and the
-Redis channel layer, as the experiment page's socket receives it (access re-checked,
-sequence numbered).
+100 WebSocket watchers of one experiment, through the web tier as `make run` serves it
+(scripts/web.sh: uvicorn, one process per core; `--server daphne`: one daphne process) and
+the Redis channel layer of the settings (CHANNEL_LAYER), as the experiment page's socket
+receives it (access re-checked, sequence numbered).
 
 Each event carries the time it was sent; each watcher notes when it arrived. The watchers
 are plain WebSocket clients in this process (API tokens, so no browser is needed), the
@@ -11,7 +12,7 @@ sender a thread with its own event loop, as a worker's broadcast is. Events go o
 with the goal at 100 watchers (p50 < 50 ms, p99 < 250 ms). An event that never arrives
 (a socket closed, a queue overflowed) is counted and printed.
 
-    python -m bench.push_latency [--quick]
+    python -m bench.push_latency [--quick] [--server uvicorn|daphne]
 """
 
 import argparse
@@ -62,14 +63,19 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_daphne(run_dir):
+def start_server(run_dir, server):
+    """The web tier as `make run` serves it (scripts/web.sh: uvicorn, one process per core),
+    or one daphne process (the test suite's live server)."""
     port = free_port()
-    log = open(Path(run_dir) / "daphne.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-        cwd=ROOT, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
+    log = open(Path(run_dir) / f"{server}.log", "w")
+    if server == "uvicorn":
+        command = ["bash", "scripts/web.sh"]
+        env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1"}
+    else:
+        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
+        env = os.environ.copy()
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -77,7 +83,7 @@ def start_daphne(run_dir):
         except OSError:
             time.sleep(0.2)
     process.terminate()
-    raise SystemExit(f"daphne did not start; see {run_dir}/daphne.log")
+    raise SystemExit(f"{server} did not start; see {run_dir}/{server}.log")
 
 
 async def watch(url, secret, count, events, ready, arrivals):
@@ -131,12 +137,19 @@ def measure(port, experiment, secret, count, events):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer events per watcher count")
+    parser.add_argument("--server", choices=["uvicorn", "daphne"], default="uvicorn",
+                        help="uvicorn as `make run` serves (default), or one daphne process")  # fmt: skip
     args = parser.parse_args()
     events = 10 if args.quick else 40
     with tempfile.TemporaryDirectory(prefix="push-latency-") as run_dir:
         setup_django(run_dir)
         experiment, secret = fixtures()
-        daphne, port = start_daphne(run_dir)
+        from django.conf import settings
+
+        server, port = start_server(run_dir, args.server)
+        processes = int(os.environ.get("WEB_PROCESSES") or os.cpu_count()) if args.server == "uvicorn" else 1
+        print(f"{args.server}, {processes} web process{'es' if processes != 1 else ''}, "
+              f"{settings.CHANNEL_LAYERS['default']['BACKEND'].rsplit('.', 1)[1]}", flush=True)  # fmt: skip
         try:
             for count in WATCHERS:
                 p50, p99, lost = measure(port, experiment, secret, count, events)
@@ -148,8 +161,8 @@ def main():
                       f"p50 {1000 * p50:6.1f} ms, p99 {1000 * p99:6.1f} ms{goal}"
                       + (f"; {lost} events never arrived" if lost else ""), flush=True)  # fmt: skip
         finally:
-            daphne.terminate()
-            daphne.wait(timeout=20)
+            server.terminate()
+            server.wait(timeout=20)
 
 
 if __name__ == "__main__":
