@@ -111,6 +111,20 @@ async def access_generation():
     return value
 
 
+async def access_check_due(checked_generation, recheck_at):
+    """For an idle socket: (whether it must ask the database now, the generation read). It
+    must when the generation moved since its last check that passed, when Redis cannot
+    tell, or at `recheck_at` (recheck_deadline(), taken when that check passed)."""
+    generation = await access_generation()
+    unchanged = generation is not None and generation == checked_generation and time.monotonic() < recheck_at
+    return not unchanged, generation
+
+
+def recheck_deadline():
+    """When a check that passed now must be made again anyway (ACCESS_RECHECK_SECONDS)."""
+    return time.monotonic() + settings.ACCESS_RECHECK_SECONDS
+
+
 def broadcast(group, event):
     """Send from sync code (a worker). A lost event is refilled from the database by the
     page, so a Redis hiccup must not fail the job that produced it.
@@ -226,7 +240,7 @@ class GroupConsumer(AsyncJsonWebsocketConsumer):
         if not self.has_access:
             return False
         if await database_sync_to_async(self._user_may_see)():
-            self.recheck_at = time.monotonic() + settings.ACCESS_RECHECK_SECONDS
+            self.recheck_at = recheck_deadline()
             return True
         await self._close_for_good(CLOSE_ACCESS_LOST)
         return False
@@ -234,8 +248,8 @@ class GroupConsumer(AsyncJsonWebsocketConsumer):
     async def access_holds(self):
         """The idle check: the database is asked only when the access generation moved since
         the last check that passed, when Redis cannot tell, or when the recheck is due."""
-        generation = await access_generation()
-        if generation is not None and generation == self.checked_generation and time.monotonic() < self.recheck_at:
+        due, generation = await access_check_due(self.checked_generation, self.recheck_at)
+        if not due:
             return self.has_access
         allowed = await self.still_allowed()
         if allowed:

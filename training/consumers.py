@@ -1,11 +1,9 @@
 import asyncio
 import contextlib
 import logging
-import time
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from accounts.sessions import session_is_current
@@ -15,8 +13,9 @@ from jobs.events import (
     CLOSE_NOT_FOUND,
     CLOSE_SERVER_ERROR,
     GroupConsumer,
-    access_generation,
+    access_check_due,
     current_seqs,
+    recheck_deadline,
 )
 from training.console import live_row, visible_ids
 from training.models import EpochMetric, Experiment, Sweep
@@ -188,13 +187,12 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):
             while True:
                 await asyncio.sleep(self.access_check_seconds)
                 # As GroupConsumer.access_holds: the database only when access may have changed.
-                generation = await access_generation()
-                if generation is not None and generation == checked_generation and time.monotonic() < recheck_at:
+                due, generation = await access_check_due(checked_generation, recheck_at)
+                if not due:
                     continue
                 if not await self._follow_viewer():
                     return
-                checked_generation = generation
-                recheck_at = time.monotonic() + settings.ACCESS_RECHECK_SECONDS
+                checked_generation, recheck_at = generation, recheck_deadline()
         except asyncio.CancelledError:
             raise
         except Exception:
