@@ -43,15 +43,7 @@ def platform_server():
             cwd=ROOT, env=env, stdout=open(log_dir / "worker.log", "w"), stderr=subprocess.STDOUT,
         ),
     ]  # fmt: skip
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        pytest.fail(f"daphne did not start; see {log_dir / 'daphne.log'}")
+    wait_for_port(port, processes[0], f"daphne did not start; see {log_dir / 'daphne.log'}")
     yield f"http://localhost:{port}"
     for process in processes:
         process.terminate()
@@ -61,6 +53,21 @@ def platform_server():
     for name in ("worker.log", "daphne.log"):
         lines = (log_dir / name).read_text(errors="replace").splitlines()
         print(f"--- the last lines of {name} ---", *lines[-60:], sep="\n")
+
+
+def wait_for_port(port, process, failure, seconds=30):
+    """Until a server subprocess answers on `port`; fails the test with `failure` (the
+    process killed) if it exits or does not answer within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                pytest.fail(failure() if callable(failure) else failure)
+            time.sleep(0.2)
 
 
 def set_editor(page, text):

@@ -6,7 +6,6 @@ import json
 import logging
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from accounts.models import Visibility
 from datasets import rules
 from datasets.models import Dataset
 from models.networks import build_network, estimate_memory, train_mode
-from tests.browser import free_port
+from tests.browser import free_port, wait_for_port
 from tests.conftest import ROOT, subprocess_env
 from tests.factories import make_dataset, make_experiment, make_token
 from training import engine, solvers
@@ -59,16 +58,7 @@ def daphne(tmp_path):
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                pytest.fail(f"daphne did not start:\n{log.read_text()}")
-            time.sleep(0.2)
+    wait_for_port(port, process, lambda: f"daphne did not start:\n{log.read_text()}")
     yield port, log
     process.terminate()
     process.wait(timeout=20)

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts.models import User, Visibility
-from tests.browser import browser_page, free_port, shot
+from tests.browser import browser_page, free_port, shot, wait_for_port
 from tests.conftest import ROOT, subprocess_env
 from tests.factories import make_dataset, make_experiment
 from training.forms import data_with_defaults
@@ -35,17 +34,7 @@ def web_server():
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
         cwd=ROOT, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    import socket
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        pytest.fail("daphne did not start")
+    wait_for_port(port, process, "daphne did not start")
     yield f"http://localhost:{port}"
     process.terminate()
     process.wait(timeout=20)

@@ -4,17 +4,15 @@ a colleague, share a dataset with the team, and see it as the colleague. Real Ch
 daphne against the test database."""
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from accounts.models import Membership, Source, User, Visibility
 from datasets.models import Dataset
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, free_port, shot
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, free_port, shot, wait_for_port
 from tests.conftest import ROOT, subprocess_env
 from tests.factories import make_dataset
 from tests.test_sso import CLIENT_ID, provider, set_claims  # noqa: F401 - provider is a fixture
@@ -38,15 +36,7 @@ def sso_server(provider):  # noqa: F811
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    pytest.fail(f"daphne did not start; see {log}")
-                time.sleep(0.2)
+        wait_for_port(port, process, f"daphne did not start; see {log}")
         yield f"http://localhost:{port}"
     finally:
         process.terminate()
