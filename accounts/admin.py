@@ -33,8 +33,11 @@ class HandoverForm(forms.Form):
 
 @admin.register(User)
 class PlatformUserAdmin(UserAdmin):
-    list_display = ["username", "email", "first_name", "last_name", "is_staff", "is_active", "last_login"]
-    list_filter = ["is_staff", "is_superuser", "is_active", "memberships__team"]
+    list_display = ["username", "email", "first_name", "last_name", "source", "is_staff", "is_active", "last_login"]
+    list_filter = ["source", "is_staff", "is_superuser", "is_active", "memberships__team"]
+    # Set by the login that made the account; the directory sync looks up the LDAP ones.
+    fieldsets = [*UserAdmin.fieldsets, ("Directory", {"fields": ["source"]})]
+    readonly_fields = ["source"]
     actions = ["deactivate", "hand_over_work"]
 
     @admin.action(description="Deactivate, ending their sessions now")

@@ -1,4 +1,5 @@
-"""Team memberships from the organisation's directory, kept in step at every login.
+"""Team memberships from the organisation's directory, kept in step at every login (and,
+for LDAP, between logins: accounts.ldap_sync).
 
 OpenID Connect and LDAP both hand over a list of group names; each group is a team, and a
 group named with the admin suffix ("vision:admin", OIDC_ADMIN_SUFFIX) makes the user an
@@ -42,12 +43,18 @@ def roles_from_groups(groups, admin_suffix, viewer_suffix=""):
     return roles
 
 
+def actor_name(source):
+    """Who the audit log says made a change the directory asked for (no person did)."""
+    return f"directory ({Source(source).label})"
+
+
 @transaction.atomic
 def sync_teams(user, groups, *, source, admin_suffix, viewer_suffix=""):
-    """Make the user's memberships from `source` exactly those the groups name."""
+    """Make the user's memberships from `source` exactly those the groups name; returns how
+    many memberships were added, given another role or removed."""
     roles = roles_from_groups(groups, admin_suffix, viewer_suffix)
-    # The directory is who made these changes, at this user's login.
-    by = f"directory ({Source(source).label})"
+    by = actor_name(source)
+    changes = 0
     for name, role in roles.items():
         team, team_created = Team.objects.get_or_create(name=name, defaults={"source": source})
         if team_created:
@@ -57,11 +64,15 @@ def sync_teams(user, groups, *, source, admin_suffix, viewer_suffix=""):
         )
         if created:
             audit.membership_changed(audit.Action.MEMBER_ADDED, membership, actor_name=by)
+            changes += 1
         elif membership.source == source and membership.role != role:
             membership.role = role
             membership.save(update_fields=["role"])
             audit.membership_changed(audit.Action.ROLE_CHANGED, membership, actor_name=by)
+            changes += 1
     gone = Membership.objects.filter(user=user, source=source).exclude(team__name__in=roles).select_related("team")
     for membership in gone:
         audit.membership_changed(audit.Action.MEMBER_REMOVED, membership, actor_name=by)
+        changes += 1
     gone.delete()
+    return changes

@@ -1,5 +1,6 @@
 """LDAP sign-in (django-auth-ldap): a search bind finds the user, their password is checked by
-binding as them, and their groups' names become team memberships (accounts.directory).
+binding as them, and their groups' names become team memberships (accounts.directory). The
+account is marked as the directory's, so accounts.ldap_sync looks it up between logins too.
 
 Configured by the plain LDAP_* settings; without LDAP_SERVER_URI the backend answers no one.
 """
@@ -65,6 +66,7 @@ class DirectoryLDAPBackend(LDAPBackend):
             log.warning("LDAP login as superuser %r refused", user.username)
             raise PermissionDenied("A directory account cannot log in as a local superuser.")
         if user is not None:
+            user.note_source(Source.LDAP)
             groups = ldap_user.group_names if self.settings.GROUP_SEARCH else ()
             sync_teams(
                 user,

@@ -7,8 +7,9 @@ from django.utils.functional import cached_property
 
 
 class Source(models.TextChoices):
-    """Where a team or a membership comes from. The directory's own are kept in step with it
-    at every login; local ones are the platform's and no login touches them."""
+    """Where an account, a team or a membership comes from. The directory's own are kept in
+    step with it at every login (and LDAP accounts between logins too, accounts.ldap_sync);
+    local ones are the platform's and no login touches them."""
 
     LOCAL = "local", "Local"
     OIDC = "oidc", "OpenID Connect"
@@ -16,6 +17,17 @@ class Source(models.TextChoices):
 
 
 class User(AbstractUser):
+    # The directory that last logged the account in (set by the LDAP and OpenID Connect
+    # backends; local: none did). The LDAP ones are looked up between logins, so a leaver is
+    # found without waiting for a login (accounts.ldap_sync).
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.LOCAL)
+
+    def note_source(self, source):
+        """Mark the account as the directory's that just logged it in; writes only a change."""
+        if self.source != source:
+            self.source = source
+            self.save(update_fields=["source"])
+
     def team_ids(self):
         return list(self.memberships.values_list("team_id", flat=True))
 
@@ -112,6 +124,7 @@ class AuditEntry(models.Model):
         ADMIN = "admin", "Admin action"
         HANDED_OVER = "handed_over", "Work handed over"
         SESSIONS_ENDED = "sessions_ended", "Sessions ended"
+        LEFT_DIRECTORY = "left_directory", "Left the directory"
 
     time = models.DateTimeField(default=timezone.now, db_index=True)
     action = models.CharField(max_length=20, choices=Action.choices)

@@ -177,6 +177,7 @@ class DirectoryOIDCBackend(OIDCAuthenticationBackend):
         return self.update_user(user, claims)
 
     def update_user(self, user, claims):
+        user.source = Source.OIDC
         user.email = claims.get("email") or user.email
         user.first_name = (claims.get("given_name") or user.first_name)[:150]
         user.last_name = (claims.get("family_name") or user.last_name)[:150]

@@ -2,7 +2,10 @@
 one process per core): logged-in users browsing while others watch a running experiment.
 
 - USERS people (default 20), each in a thread of its own, load the console and
-  experiment pages one after the other, as fast as they are answered;
+  experiment pages one after the other: as fast as they are answered (the default, a
+  closed loop: the drill then measures what the web tier can serve), or --think seconds
+  apart on average (a person's pace: the drill then measures how long a page takes under
+  that load);
 - WATCHERS sockets (default 100) on /ws/experiments/<id>/ of one running experiment,
   each with its own user's session and the page's Origin;
 - a loop standing in for the training worker broadcasts a progress event every 0.1 s
@@ -11,10 +14,13 @@ one process per core): logged-in users browsing while others watch a running exp
 
 Prints requests/s, page p50/p95, event latency p50/p99 (send to receipt) and the events
 lost (every watcher should get every one). A socket from another site's Origin must be
-refused. It lasts --seconds (default 30; the whole drill stays under a minute on 2
-cores, start-up and filling included).
+refused. It lasts --warmup (default 5) plus --seconds (default 30; the whole drill stays
+under a minute on 2 cores, start-up and filling included). Pages and events of the
+warm-up, when every user's first page arrives at once at processes that have served
+nothing yet, are counted apart and printed on a line of their own.
 
     python -m bench.load_drill [--quick] [--users 20] [--watchers 100] [--seconds 30]
+                               [--warmup 5] [--think 0]
 """
 
 import argparse
@@ -90,18 +96,23 @@ def stop_server(server):
         os.killpg(server.pid, signal.SIGKILL)
 
 
-def browse(base, cookie, urls, until, times, failures):
+def browse(base, cookie, urls, warm_at, until, think, times, failures):
+    """Pages until `until`; `times` gets (warm, ms) for each one answered, where warm says
+    whether it was asked for after the warm-up."""
     session = requests.Session()
     session.cookies.set("sessionid", cookie, domain="127.0.0.1")
     while time.monotonic() < until:
         url = random.choice(urls)
+        warm = time.monotonic() >= warm_at
         started = time.perf_counter()
         try:
             response = session.get(base + url, timeout=30)
             ok = response.status_code == 200
         except requests.RequestException:
             ok = False
-        (times if ok else failures).append(1000 * (time.perf_counter() - started))
+        (times if ok else failures).append((warm, 1000 * (time.perf_counter() - started)))
+        if think:
+            time.sleep(random.expovariate(1 / think))
 
 
 async def watch(url, base, cookie, ready, stop, latencies, received):
@@ -120,7 +131,7 @@ async def watch(url, base, cookie, ready, stop, latencies, received):
             except TimeoutError:
                 continue
             if "drill_sent" in event:
-                latencies.append(1000 * (time.time() - event["drill_sent"]))
+                latencies.append((event["drill_warm"], 1000 * (time.time() - event["drill_sent"])))
                 received.add(event["drill_n"])
 
 
@@ -136,14 +147,15 @@ async def foreign_origin_refused(url, cookie):
         return True
 
 
-def broadcaster(group, until, sent):
+def broadcaster(group, warm_at, until, sent):
     """A progress event every EVENT_INTERVAL until `until`, on a fixed schedule."""
     from jobs.events import broadcast
 
     due = time.monotonic()
     while due < until:
         n = len(sent)
-        broadcast(group, {"type": "progress", "epoch": 1, "step": n, "drill_sent": time.time(), "drill_n": n})
+        event = {"type": "progress", "epoch": 1, "step": n, "drill_n": n, "drill_warm": due >= warm_at}
+        broadcast(group, {**event, "drill_sent": time.time()})
         sent.append(n)
         due += EVENT_INTERVAL
         time.sleep(max(0.0, due - time.monotonic()))
@@ -164,18 +176,21 @@ async def drill(base, port, cookies, experiment, urls, args):
     connect_seconds = time.monotonic() - started
 
     started_browsing = time.monotonic()
-    until = started_browsing + args.seconds
+    warm_at = started_browsing + args.warmup
+    until = warm_at + args.seconds
     times, failures, sent = [], [], []
     browsers = [
-        threading.Thread(target=browse, args=(base, cookies[i % len(cookies)], urls, until, times, failures))
+        threading.Thread(
+            target=browse, args=(base, cookies[i % len(cookies)], urls, warm_at, until, args.think, times, failures)
+        )
         for i in range(args.users)
     ]
-    sender = threading.Thread(target=broadcaster, args=(experiment.group_name, until, sent))
+    sender = threading.Thread(target=broadcaster, args=(experiment.group_name, warm_at, until, sent))
     for thread in [*browsers, sender]:
         thread.start()
     while any(thread.is_alive() for thread in [*browsers, sender]):
         await asyncio.sleep(0.2)
-    elapsed = time.monotonic() - started_browsing
+    elapsed = time.monotonic() - warm_at
     # The events still in flight: a late one is slow, not lost; after 5 s it is lost.
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and sum(map(len, received)) < len(sent) * args.watchers:
@@ -191,11 +206,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: 5 users, 20 watchers, 8 s")
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--watchers", type=int, default=100)
-    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--seconds", type=float, default=30, help="measured, after the warm-up")
+    parser.add_argument("--warmup", type=float, default=5, help="seconds of load before the measuring starts")
+    parser.add_argument("--think", type=float, default=0, help="mean seconds between a user's pages (0: none)")
     parser.add_argument("--processes", type=int, default=os.cpu_count(), help="web processes (WEB_PROCESSES)")
     args = parser.parse_args()
     if args.quick:
-        args.users, args.watchers, args.seconds = 5, 20, 8
+        args.users, args.watchers, args.seconds, args.warmup = 5, 20, 8, 2
 
     # The drill's events and the servers' sockets meet on a channel layer prefix of their own.
     os.environ["CHANNEL_LAYER_PREFIX"] = f"drill-{os.getpid()}"
@@ -216,21 +233,34 @@ def main() -> None:
             stop_server(server)
 
     refused, connect_seconds, elapsed, times, failures, latencies, sent, lost = result
-    pct = statistics.quantiles
+    pace = f"{args.think:g} s apart on average" if args.think else "back to back"
     print(
         f"load drill on {vendor}, {args.processes} web processes (uvicorn), {os.cpu_count()} CPUs: "
-        f"{args.users} users browsing for {elapsed:.0f} s, {args.watchers} sockets on one experiment "
-        f"(connected in {connect_seconds:.1f} s)"
+        f"{args.users} users browsing ({pace}) for {args.warmup:g} s of warm-up and {elapsed:.0f} s measured, "
+        f"{args.watchers} sockets on one experiment (connected in {connect_seconds:.1f} s)"
+    )
+    pages = [ms for warm, ms in times if warm]
+    events = [ms for warm, ms in latencies if warm]
+    print(
+        f"load pages   {len(pages) / elapsed:6.1f} requests/s  p50 {statistics.median(pages):6.1f} ms  "
+        f"p95 {percentile(pages, 95):6.1f} ms  failed {len(failures)}"
     )
     print(
-        f"load pages   {len(times) / elapsed:6.1f} requests/s  p50 {statistics.median(times):6.1f} ms  "
-        f"p95 {pct(times, n=20)[-1]:6.1f} ms  failed {len(failures)}"
+        f"load events  {sent} sent to {args.watchers} sockets  p50 {statistics.median(events):6.1f} ms  "
+        f"p99 {percentile(events, 99):6.1f} ms  lost {lost}"
     )
-    print(
-        f"load events  {sent} sent to {args.watchers} sockets  p50 {statistics.median(latencies):6.1f} ms  "
-        f"p99 {pct(latencies, n=100)[-1]:6.1f} ms  lost {lost}"
-    )
+    cold_pages = [ms for warm, ms in times if not warm]
+    cold_events = [ms for warm, ms in latencies if not warm]
+    if cold_pages and cold_events:
+        print(
+            f"load warm-up pages p95 {percentile(cold_pages, 95):6.1f} ms  "
+            f"events p99 {percentile(cold_events, 99):6.1f} ms  (the first {args.warmup:g} s, not in the lines above)"
+        )
     print(f"load origin  a socket from another site's Origin {'refused' if refused else 'ACCEPTED'}")
+
+
+def percentile(values, p):
+    return statistics.quantiles(values, n=100)[p - 1] if len(values) > 1 else values[0]
 
 
 if __name__ == "__main__":

@@ -233,6 +233,11 @@ LDAP_GROUP_FILTER = os.environ.get("LDAP_GROUP_FILTER", f"(objectClass={LDAP_GRO
 LDAP_ADMIN_SUFFIX = os.environ.get("LDAP_ADMIN_SUFFIX", OIDC_ADMIN_SUFFIX)
 LDAP_VIEWER_SUFFIX = os.environ.get("LDAP_VIEWER_SUFFIX", OIDC_VIEWER_SUFFIX)
 LDAP_TIMEOUT = envint("LDAP_TIMEOUT", "10")
+# Seconds between the Procfile's `directory` process's look-ups of every LDAP account
+# (accounts.ldap_sync): a person removed from the directory loses access within this long.
+LDAP_SYNC_SECONDS = envint("LDAP_SYNC_SECONDS", "300")
+if LDAP_SYNC_SECONDS < 1:
+    raise ImproperlyConfigured(f"LDAP_SYNC_SECONDS must be at least 1, not {LDAP_SYNC_SECONDS}")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

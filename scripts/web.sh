@@ -9,4 +9,4 @@ processes=${WEB_PROCESSES:-$(nproc)}
 export DATABASE_POOL_SIZE=${DATABASE_POOL_SIZE:-10}
 # No lifespan: Channels' router speaks only http and websocket.
 exec .venv/bin/uvicorn config.serve:application --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" \
-  --workers "$processes" --ws websockets --lifespan off --timeout-graceful-shutdown 10 "$@"
+  --workers "$processes" --ws websockets --ws-per-message-deflate false --lifespan off --timeout-graceful-shutdown 10 "$@"

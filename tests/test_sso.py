@@ -8,24 +8,32 @@ The browser's side of the OpenID flow is the Django test client for the platform
 """
 
 import base64
+import importlib
 import json
 import shutil
 import subprocess
 import sys
 import textwrap
 import time
+from io import StringIO
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
+import ldap
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
+from django.apps import apps as django_apps
 from django.core.exceptions import SuspiciousOperation
+from django.core.management import CommandError, call_command
+from django.test import Client
+from django.urls import reverse
 
 from accounts import oidc
-from accounts.models import FailedLogin, Membership, Source, Team, User
+from accounts.models import AuditEntry, FailedLogin, Membership, Source, Team, User
 from tests.browser import free_port
-from tests.conftest import ROOT
+from tests.conftest import ROOT, subprocess_env
+from tests.factories import make_token
 
 CLIENT_ID = "platform"
 
@@ -127,6 +135,7 @@ def test_it_logs_in_creating_the_user_and_the_teams(client, sso):
     assert answer.status_code == 302 and answer["Location"] == "/datasets/new/"
     olga = User.objects.get(username="olga")
     assert (olga.email, olga.first_name, olga.has_usable_password()) == ("olga@example.org", "Olga", False)
+    assert olga.source == Source.OIDC
     assert teams_of(olga) == {
         "vision": (Membership.Role.MEMBER, Source.OIDC),
         "audio": (Membership.Role.ADMIN, Source.OIDC),
@@ -394,6 +403,232 @@ def test_ldap_refuses_a_wrong_password(client, ldap_login):
     assert "Please enter a correct username and password" in answer.content.decode()
     assert not User.objects.filter(username="sven").exists()
     assert FailedLogin.objects.filter(username="sven").count() == 1
+
+
+# --- LDAP between logins: leavers and left groups (manage.py sync_directory) -------------------
+
+
+class DirectoryChanges:
+    """People a test adds to the shared slapd, as its root, and takes out again afterwards
+    (the module's other tests see the directory above, unchanged)."""
+
+    def __init__(self, uri):
+        self.connection = ldap.initialize(uri)
+        self.connection.simple_bind_s(f"cn=root,{BASE}", "root-secret")
+        self.added = []
+
+    @staticmethod
+    def dn(uid):
+        return f"uid={uid},ou=people,{BASE}"
+
+    def add_person(self, uid, password, groups=()):
+        entry = {"objectClass": "inetOrgPerson", "uid": uid, "cn": uid, "sn": uid, "userPassword": password}
+        self.connection.add_s(self.dn(uid), [(name, [value.encode()]) for name, value in entry.items()])
+        self.added.append(uid)
+        for group in groups:
+            self.change_group(group, ldap.MOD_ADD, uid)
+
+    def leave_group(self, uid, group):
+        self.change_group(group, ldap.MOD_DELETE, uid)
+
+    def change_group(self, group, operation, uid):
+        self.connection.modify_s(f"cn={group},ou=groups,{BASE}", [(operation, "member", [self.dn(uid).encode()])])
+
+    def remove_person(self, uid):
+        for group in ("vision", "audio:admin"):
+            try:
+                self.leave_group(uid, group)
+            except ldap.NO_SUCH_ATTRIBUTE:
+                pass
+        try:
+            self.connection.delete_s(self.dn(uid))
+        except ldap.NO_SUCH_OBJECT:
+            pass
+
+    def put_back(self):
+        for uid in self.added:
+            self.remove_person(uid)
+        self.connection.unbind_s()
+
+
+@pytest.fixture
+def directory_changes(ldap_login):
+    changes = DirectoryChanges(ldap_login)
+    yield changes
+    changes.put_back()
+
+
+def sync():
+    out = StringIO()
+    call_command("sync_directory", stdout=out)
+    return out.getvalue()
+
+
+def test_sync_deactivates_a_person_removed_from_the_directory(client, directory_changes):
+    directory_changes.add_person("ulla", "ulla-ldap-password", groups=["vision"])
+    assert post_login(client, "ulla", "ulla-ldap-password").status_code == 302
+    ulla = User.objects.get(username="ulla")
+    assert ulla.source == Source.LDAP
+    api = Client(HTTP_AUTHORIZATION=f"Token {make_token(ulla).key}")
+    assert client.get("/").status_code == 200
+    assert api.get("/api/experiments/").status_code == 200
+
+    directory_changes.remove_person("ulla")
+    assert "1 LDAP account(s) checked, 1 deactivated" in sync()
+    ulla.refresh_from_db()
+    assert not ulla.is_active
+    answer = client.get("/")  # the open session's next page
+    assert answer.status_code == 302 and answer["Location"].startswith(reverse("login"))
+    assert api.get("/api/experiments/").status_code == 401
+    left = AuditEntry.objects.get(action=AuditEntry.Action.LEFT_DIRECTORY)
+    assert (left.actor, left.actor_name, left.object_repr) == (None, "directory (LDAP)", "ulla")
+    assert AuditEntry.objects.filter(action=AuditEntry.Action.SESSIONS_ENDED, object_repr="ulla").exists()
+
+
+def test_sync_drops_the_membership_of_a_group_the_person_left_without_a_login(client, directory_changes):
+    directory_changes.add_person("ulla", "ulla-ldap-password", groups=["vision", "audio:admin"])
+    assert post_login(client, "ulla", "ulla-ldap-password").status_code == 302
+    ulla = User.objects.get(username="ulla")
+    assert teams_of(ulla) == {
+        "vision": (Membership.Role.MEMBER, Source.LDAP),
+        "audio": (Membership.Role.ADMIN, Source.LDAP),
+    }
+
+    directory_changes.leave_group("ulla", "audio:admin")
+    assert "0 deactivated (no longer in the directory), 1 team membership(s) changed" in sync()
+    assert teams_of(ulla) == {"vision": (Membership.Role.MEMBER, Source.LDAP)}
+    removed = AuditEntry.objects.get(action=AuditEntry.Action.MEMBER_REMOVED)
+    assert (removed.actor_name, removed.team_name) == ("directory (LDAP)", "audio")
+    assert client.get("/").status_code == 200  # still in the directory: still logged in
+    assert "0 team membership(s) changed" in sync()  # nothing more to do
+
+
+def an_ldap_account(username):
+    """An account an earlier LDAP login made, in the directory's team "vision"."""
+    user = User.objects.create_user(username, source=Source.LDAP)
+    team, _ = Team.objects.get_or_create(name="vision", defaults={"source": Source.LDAP})
+    Membership.objects.create(user=user, team=team, source=Source.LDAP)
+    return user
+
+
+@pytest.mark.parametrize(
+    "broken, message",
+    [
+        ({"LDAP_SERVER_URI": "ldap://127.0.0.1:{free}"}, "Can't contact LDAP server"),
+        (
+            {"LDAP_BIND_PASSWORD": "not-the-bind-secret"},
+            "Invalid credentials. Check LDAP_BIND_DN and LDAP_BIND_PASSWORD.",
+        ),
+    ],
+    ids=["unreachable", "bind-refused"],
+)
+def test_sync_changes_nothing_when_the_directory_cannot_be_read(ldap_login, settings, broken, message):
+    leaver, sven = an_ldap_account("ulla"), an_ldap_account("sven")
+    for name, value in broken.items():
+        setattr(settings, name, value.format(free=free_port()))
+    with pytest.raises(CommandError) as failed:
+        sync()
+    assert f"Could not read the directory at {settings.LDAP_SERVER_URI}: " in str(failed.value)
+    assert message in str(failed.value) and str(failed.value).endswith("Nothing was changed.")
+    assert User.objects.filter(pk__in=[leaver.pk, sven.pk], is_active=True).count() == 2
+    assert Membership.objects.filter(user__in=[leaver, sven], source=Source.LDAP).count() == 2
+    assert not AuditEntry.objects.filter(action=AuditEntry.Action.LEFT_DIRECTORY).exists()
+
+
+def test_sync_refuses_a_directory_that_finds_none_of_several_accounts(ldap_login, settings):
+    # A search base with nobody under it: every account would look like a leaver.
+    settings.LDAP_USER_SEARCH_BASE = f"ou=groups,{BASE}"
+    accounts = [an_ldap_account("sven"), an_ldap_account("tove")]
+    with pytest.raises(CommandError, match="found none of the 2 LDAP accounts.*Nothing was changed"):
+        sync()
+    assert User.objects.filter(pk__in=[a.pk for a in accounts], is_active=True).count() == 2
+
+
+def test_sync_never_touches_local_accounts_or_superusers(ldap_login, alice, team):
+    # Neither is in the directory; the superuser even carries an LDAP membership and source.
+    root = User.objects.create_superuser("root", password="break-glass-password", source=Source.LDAP)
+    Membership.objects.create(user=root, team=Team.objects.create(name="audio", source=Source.LDAP), source=Source.LDAP)
+    an_ldap_account("sven")
+    assert "1 LDAP account(s) checked, 0 deactivated" in sync()
+    assert User.objects.filter(username__in=["alice", "root"], is_active=True).count() == 2
+    assert teams_of(alice) == {team.name: (Membership.Role.ADMIN, Source.LOCAL)}
+    assert teams_of(root) == {"audio": (Membership.Role.MEMBER, Source.LDAP)}
+    assert teams_of(User.objects.get(username="sven")) == {
+        "vision": (Membership.Role.MEMBER, Source.LDAP),
+        "audio": (Membership.Role.ADMIN, Source.LDAP),
+    }
+
+
+def test_the_migration_marks_accounts_with_directory_memberships(db, team):
+    migration = importlib.import_module("accounts.migrations.0006_account_source")
+    local, from_oidc, from_ldap = (User.objects.create_user(name) for name in ("lena", "olga", "sven"))
+    root = User.objects.create_superuser("root", password="break-glass-password")
+    Membership.objects.create(user=local, team=team)
+    Membership.objects.create(user=from_oidc, team=team, source=Source.OIDC)
+    for user in (from_ldap, root):
+        Membership.objects.create(user=user, team=team, source=Source.LDAP)
+    migration.mark_directory_accounts(django_apps, None)
+    sources = dict(User.objects.values_list("username", "source"))
+    assert sources == {"lena": Source.LOCAL, "olga": Source.OIDC, "sven": Source.LDAP, "root": Source.LOCAL}
+
+
+# The command as the Procfile's `directory` process runs it.
+
+
+def start_command(tmp_path, *args, **env):
+    log = tmp_path / "sync_directory.log"
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "sync_directory", *args],
+        cwd=ROOT,
+        env=subprocess_env(**env),
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+    )
+    return process, log
+
+
+def wait_for_output(log, process, text, count=1, seconds=30):
+    deadline = time.monotonic() + seconds
+    while log.read_text().count(text) < count:
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"no {text!r} ×{count} from sync_directory (exit {process.poll()}):\n{log.read_text()}")
+        time.sleep(0.1)
+
+
+def test_the_command_fails_with_the_error_and_every_keeps_trying(transactional_db, tmp_path):
+    unreachable = f"ldap://127.0.0.1:{free_port()}"
+    once = subprocess.run(
+        [sys.executable, "manage.py", "sync_directory"],
+        cwd=ROOT,
+        env=subprocess_env(LDAP_SERVER_URI=unreachable),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert once.returncode == 1
+    assert f"Could not read the directory at {unreachable}: Can't contact LDAP server" in once.stderr
+
+    process, log = start_command(tmp_path, "--every", "1", LDAP_SERVER_URI=unreachable)
+    try:
+        wait_for_output(log, process, "Nothing was changed. Trying again in 1 s.", count=2)
+        assert process.poll() is None
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_every_without_ldap_stays_idle_instead_of_exiting(transactional_db, tmp_path):
+    # honcho stops every process of `make run` when one exits.
+    process, log = start_command(tmp_path, "--every", LDAP_SERVER_URI="")
+    try:
+        wait_for_output(log, process, "LDAP is not configured (LDAP_SERVER_URI is empty)")
+        assert log.read_text().strip().endswith("Idle.")
+        time.sleep(1)
+        assert process.poll() is None
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 # --- The platform's own passwords ----------------------------------------------------------

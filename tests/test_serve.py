@@ -1,0 +1,234 @@
+"""The web tier's ASGI wrappers (config.serve): pages take turns, so the event loop that
+forwards the sockets' events keeps its share of the interpreter; an upload arriving or a
+download streaming holds no turn; an error gives its turn back.
+
+Each test drives the wrapper in a real event loop with a small ASGI application of its
+own, which records how many of its requests are between their body and their response;
+the last one starts scripts/web.sh as `make run` does."""
+
+import asyncio
+import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from websockets.sync.client import connect
+
+from config.serve import no_sends_after_close, pages_in_turn
+from jobs.events import broadcast
+from tests.browser import free_port, wait_for_port
+from tests.conftest import ROOT, subprocess_env
+from tests.factories import make_experiment
+from training.models import Experiment
+
+
+class View:
+    """An ASGI app that reads the body, works for `seconds`, then answers; it counts how
+    many requests work at once."""
+
+    def __init__(self, seconds=0.05, fail=False):
+        self.seconds, self.fail = seconds, fail
+        self.working = self.most = 0
+
+    async def __call__(self, scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        self.working += 1
+        self.most = max(self.most, self.working)
+        try:
+            await asyncio.sleep(self.seconds)
+            if self.fail:
+                raise RuntimeError("the view failed")
+        finally:
+            self.working -= 1
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def request(app, body=None):
+    """One HTTP request; `body` an asyncio.Queue of (chunk, more_body) as the client sends
+    them (default: one empty chunk). The messages sent back."""
+    if body is None:
+        body = asyncio.Queue()
+        body.put_nowait((b"", False))
+    sent = []
+
+    async def receive():
+        chunk, more = await body.get()
+        return {"type": "http.request", "body": chunk, "more_body": more}
+
+    async def send(message):
+        sent.append(message)
+
+    await app({"type": "http", "method": "POST", "path": "/"}, receive, send)
+    return sent
+
+
+def test_at_most_the_turns_work_at_once_and_every_page_is_answered():
+    async def main(turns):
+        view = View()
+        app = pages_in_turn(view, turns)
+        answers = await asyncio.gather(*(request(app) for _ in range(6)))
+        return view.most, answers
+
+    most, answers = asyncio.run(main(2))
+    assert most == 2
+    assert all(answer[0]["status"] == 200 for answer in answers)
+    # Without the limit every one of them works at once: what the turns prevent.
+    assert asyncio.run(main(0))[0] == 6
+
+
+def test_an_upload_still_arriving_holds_no_turn():
+    async def main():
+        view = View(seconds=0)
+        app = pages_in_turn(view, 1)
+        upload = asyncio.Queue()
+        upload.put_nowait((b"first part", True))
+        slow = asyncio.ensure_future(request(app, upload))
+        await asyncio.sleep(0.05)
+        quick = await asyncio.wait_for(request(app), timeout=2)  # answered while the upload is half-way
+        assert not slow.done()
+        upload.put_nowait((b"last part", False))
+        return quick, await asyncio.wait_for(slow, timeout=2)
+
+    quick, slow = asyncio.run(main())
+    assert quick[0]["status"] == slow[0]["status"] == 200
+
+
+def test_a_streaming_response_gives_its_turn_back_when_it_starts():
+    async def main():
+        streaming, other = asyncio.Event(), View(seconds=0)
+
+        async def download(scope, receive, send):
+            await receive()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await streaming.wait()  # still streaming: its turn must be free by now
+            await send({"type": "http.response.body", "body": b"the end"})
+
+        async def route(scope, receive, send):
+            return await (download if scope["path"] == "/download" else other)(scope, receive, send)
+
+        app = pages_in_turn(route, 1)
+
+        async def get(path):
+            sent = []
+
+            async def receive():
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            async def send(message):
+                sent.append(message)
+
+            await app({"type": "http", "method": "GET", "path": path}, receive, send)
+            return sent
+
+        stream = asyncio.ensure_future(get("/download"))
+        await asyncio.sleep(0.05)
+        page = await asyncio.wait_for(get("/page"), timeout=2)
+        streaming.set()
+        return page, await stream
+
+    page, stream = asyncio.run(main())
+    assert page[0]["status"] == 200
+    assert stream[-1]["body"] == b"the end"
+
+
+def test_a_failing_view_gives_its_turn_back():
+    async def main():
+        failing, working = View(fail=True), View(seconds=0)
+
+        async def route(scope, receive, send):
+            return await (failing if scope.get("fail") else working)(scope, receive, send)
+
+        app = pages_in_turn(route, 1)
+
+        async def failed():
+            with pytest.raises(RuntimeError):
+                await app(
+                    {"type": "http", "path": "/", "fail": True},
+                    lambda: asyncio.sleep(0, {"type": "http.request", "body": b""}),
+                    lambda message: asyncio.sleep(0),
+                )
+
+        await failed()
+        return await asyncio.wait_for(request(app), timeout=2)
+
+    assert asyncio.run(main())[0]["status"] == 200
+
+
+def test_sockets_take_no_turns_and_nothing_is_sent_after_they_close():
+    async def main():
+        sent, page_may_answer = [], asyncio.Event()
+
+        async def page(scope, receive, send):
+            await receive()
+            await page_may_answer.wait()  # holds the only turn until the socket is done
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+
+        async def consumer(scope, receive, send):
+            await send({"type": "websocket.accept"})
+            assert (await receive())["type"] == "websocket.disconnect"
+            await send({"type": "websocket.send", "text": "an event after the tab closed"})
+
+        async def route(scope, receive, send):
+            return await (consumer if scope["type"] == "websocket" else page)(scope, receive, send)
+
+        async def receive():
+            return {"type": "websocket.disconnect", "code": 1001}
+
+        async def send(message):
+            sent.append(message["type"])
+
+        app = no_sends_after_close(pages_in_turn(route, 1))
+        waiting_page = asyncio.ensure_future(request(app))
+        await asyncio.sleep(0.05)
+        await asyncio.wait_for(app({"type": "websocket", "path": "/ws/"}, receive, send), timeout=2)
+        page_may_answer.set()
+        await waiting_page
+        return sent
+
+    assert asyncio.run(main()) == ["websocket.accept"]
+
+
+# --- the web tier as make run starts it ---------------------------------------------------------
+
+
+@pytest.fixture
+def web_tier(tmp_path):
+    """scripts/web.sh (uvicorn, two processes, one page turn each) against the test database;
+    yields (base URL, log path)."""
+    port = free_port()
+    log = tmp_path / "web.log"
+    env = subprocess_env(HOST="127.0.0.1", PORT=str(port), WEB_PROCESSES="2", WEB_PAGE_THREADS="1")
+    process = subprocess.Popen(
+        ["bash", "scripts/web.sh"], cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT
+    )
+    wait_for_port(port, process, lambda: f"the web tier did not start:\n{log.read_text()}", seconds=60)
+    yield f"http://127.0.0.1:{port}", log
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_web_tier_serves_pages_at_once_and_forwards_events_meanwhile(client, alice, web_tier):
+    base, log = web_tier
+    experiment = make_experiment(alice, status=Experiment.Status.RUNNING)
+    client.force_login(alice)
+    cookie = client.cookies["sessionid"].value
+    session = requests.Session()
+    session.cookies.set("sessionid", cookie, domain="127.0.0.1")
+    ws_url = base.replace("http", "ws") + f"/ws/experiments/{experiment.pk}/"
+    with connect(ws_url, origin=base, additional_headers={"Cookie": f"sessionid={cookie}"}) as ws:
+        while json.loads(ws.recv(timeout=10))["type"] != "sync":
+            pass
+        with ThreadPoolExecutor(8) as pool:
+            pages = pool.map(
+                lambda path: session.get(base + path, timeout=30), ["/", f"/experiments/{experiment.pk}/"] * 8
+            )
+            broadcast(experiment.group_name, {"type": "progress", "epoch": 1, "step": 7, "steps": 10})
+            event = json.loads(ws.recv(timeout=10))
+            assert [page.status_code for page in pages] == [200] * 16
+    assert (event["type"], event["step"]) == ("progress", 7)
+    assert experiment.name in session.get(base + f"/experiments/{experiment.pk}/", timeout=30).text
+    assert "Traceback" not in log.read_text()
