@@ -18,7 +18,6 @@ from datasets import imaging
 from datasets.models import Dataset
 from models.forms import SavedNetworkForm
 from models.models import SavedNetwork
-from models.networks import STANDARD_NETWORKS
 from training import compare, exports, inference, recipes, schedules, series, workers
 from training import config as training_config
 from training.config import EXPORT_FORMATS, TrainConfig, export_problem
@@ -66,6 +65,14 @@ def device_rows(user):
     return board
 
 
+def standard_networks():
+    # Imported here: the registry imports JAX, which a web process needs only for this form
+    # (and for classifying), not to start.
+    from models.networks import STANDARD_NETWORKS
+
+    return STANDARD_NETWORKS
+
+
 def experiment_new(request):
     if request.method == "POST":
         form = ExperimentForm(request.POST, user=request.user)
@@ -85,7 +92,7 @@ def experiment_new(request):
 
     ctx = {
         "form": form,
-        "networks": STANDARD_NETWORKS,
+        "networks": standard_networks(),
         "saved_networks": SavedNetwork.objects.visible_to(request.user).select_related("owner"),
         "previous": Experiment.objects.visible_to(request.user).only("pk", "name")[:50],
         "sharing": sharing_of(form.datasets, form.fields["pretrained"].queryset),
