@@ -43,7 +43,10 @@ class AuditMiddleware:
 
 
 def client_address(request):
-    # REMOTE_ADDR is the peer the server saw (behind a proxy, the proxy).
+    """The client's address, for the audit log and the per-address login limit: the peer
+    the server saw, which scripts/web.sh's uvicorn replaces by the X-Forwarded-For address
+    when the peer is a trusted proxy (FORWARDED_ALLOW_IPS, default 127.0.0.1). Behind a
+    proxy that is not trusted, every client has the proxy's address."""
     return (request.META.get("REMOTE_ADDR") or None) if request is not None else None
 
 

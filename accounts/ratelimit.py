@@ -15,13 +15,8 @@ from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.dispatch import receiver
 from django.utils import timezone
 
+from accounts.audit import client_address
 from accounts.models import FailedLogin
-
-
-def client_address(request):
-    # REMOTE_ADDR is the peer daphne saw; behind a proxy that is the proxy, so the address
-    # limit then counts every client together, which only makes it stricter.
-    return (request.META.get("REMOTE_ADDR") or None) if request is not None else None
 
 
 def _window_start():

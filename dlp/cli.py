@@ -238,13 +238,7 @@ def cmd_datasets_create(args):
         dataset = client.post("datasets/", {"source_type": "folder", "source_folder": args.folder, **body})
     else:
         fields = {key: form_value(value) for key, value in {"source_type": "archive", **body}.items()}
-        bar = ProgressBar("uploading")
-        try:
-            dataset = client.upload("datasets/", fields, {"archive": args.archive}, progress=bar)
-        except FileNotFoundError:
-            raise ApiError(f"No file {args.archive}.") from None
-        finally:
-            bar.end()
+        dataset = upload_archive(client, "datasets/", fields, args.archive)
     if args.wait:
         dataset = wait_for(client, f"datasets/{dataset['id']}/", "building", dataset_progress)
     if wants_json(args):
@@ -405,18 +399,8 @@ def final_line(experiment):
 
 def cmd_experiments_download(args):
     client = Client.from_login()
-    epoch = args.epoch
-    if epoch is None:
-        snapshots = client.get(f"experiments/{args.id}/")["snapshots"]
-        if not snapshots:
-            raise ApiError(f"Experiment {args.id} has no snapshot yet.")
-        epoch = max(snapshots)
-    bar = ProgressBar("downloading")
-    try:
-        path = client.download(f"experiments/{args.id}/snapshots/{epoch:g}/download/", args.output, progress=bar)
-    finally:
-        bar.end()
-    saved(args, path)
+    epoch = args.epoch if args.epoch is not None else latest_snapshot(client, args.id)
+    saved(args, download(client, f"experiments/{args.id}/snapshots/{epoch:g}/download/", args.output))
 
 
 # --- Exports -----------------------------------------------------------------------------------
@@ -424,12 +408,7 @@ def cmd_experiments_download(args):
 
 def cmd_exports_create(args):
     client = Client.from_login()
-    epoch = args.epoch
-    if epoch is None:
-        snapshots = client.get(f"experiments/{args.experiment}/")["snapshots"]
-        if not snapshots:
-            raise ApiError(f"Experiment {args.experiment} has no snapshot yet.")
-        epoch = max(snapshots)
+    epoch = args.epoch if args.epoch is not None else latest_snapshot(client, args.experiment)
     export = client.post(f"experiments/{args.experiment}/snapshots/{epoch:g}/exports/", {"format": args.format})
     if args.wait:
         export = wait_for(client, f"exports/{export['id']}/", "exporting")
@@ -448,12 +427,7 @@ def show_export(args, export):
 
 
 def cmd_exports_download(args):
-    bar = ProgressBar("downloading")
-    try:
-        path = Client.from_login().download(f"exports/{args.id}/download/", args.output, progress=bar)
-    finally:
-        bar.end()
-    saved(args, path)
+    saved(args, download(Client.from_login(), f"exports/{args.id}/download/", args.output))
 
 
 # --- Evaluations -------------------------------------------------------------------------------
@@ -475,13 +449,7 @@ def cmd_evaluations_create(args):
     fields = {"snapshot": args.snapshot} if args.snapshot is not None else {}
     path = f"experiments/{args.experiment}/evaluations/"
     if args.archive:
-        bar = ProgressBar("uploading")
-        try:
-            evaluation = client.upload(path, {k: f"{v:g}" for k, v in fields.items()}, {"archive": args.archive}, bar)
-        except FileNotFoundError:
-            raise ApiError(f"No file {args.archive}.") from None
-        finally:
-            bar.end()
+        evaluation = upload_archive(client, path, {k: f"{v:g}" for k, v in fields.items()}, args.archive)
     else:
         source = {"split": args.split, "folder": args.folder, "list": args.list_path}
         evaluation = client.post(path, {**fields, **{k: v for k, v in source.items() if v is not None}})
@@ -522,6 +490,35 @@ def show_rows(args, rows, columns, empty):
         print_json(rows)
     else:
         print_table(rows, columns, empty)
+
+
+def latest_snapshot(client, experiment):
+    """The epoch of the experiment's newest snapshot."""
+    snapshots = client.get(f"experiments/{experiment}/")["snapshots"]
+    if not snapshots:
+        raise ApiError(f"Experiment {experiment} has no snapshot yet.")
+    return max(snapshots)
+
+
+def upload_archive(client, path, fields, archive):
+    """POSTs the form `fields` with the archive file, its progress on stderr."""
+    bar = ProgressBar("uploading")
+    try:
+        return client.upload(path, fields, {"archive": archive}, progress=bar)
+    except FileNotFoundError:
+        raise ApiError(f"No file {archive}.") from None
+    finally:
+        bar.end()
+
+
+def download(client, path, output):
+    """The file at `path` saved in the folder `output` by the name the server gives, its
+    progress on stderr; its path."""
+    bar = ProgressBar("downloading")
+    try:
+        return client.download(path, output, progress=bar)
+    finally:
+        bar.end()
 
 
 def saved(args, path):

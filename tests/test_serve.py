@@ -7,6 +7,7 @@ own, which records how many of its requests are between their body and their res
 the last one starts scripts/web.sh as `make run` does."""
 
 import asyncio
+import contextlib
 import json
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ import pytest
 import requests
 from websockets.sync.client import connect
 
+from accounts.models import AuditEntry, FailedLogin
 from config.serve import no_sends_after_close, pages_in_turn
 from jobs.events import broadcast
 from tests.browser import free_port, wait_for_port
@@ -194,20 +196,30 @@ def test_sockets_take_no_turns_and_nothing_is_sent_after_they_close():
 # --- the web tier as make run starts it ---------------------------------------------------------
 
 
-@pytest.fixture
-def web_tier(tmp_path):
-    """scripts/web.sh (uvicorn, two processes, one page turn each) against the test database;
-    yields (base URL, log path)."""
+@contextlib.contextmanager
+def serving(tmp_path, **env):
+    """scripts/web.sh against the test database, two processes with one page turn each
+    unless `env` says otherwise; yields (base URL, log path)."""
     port = free_port()
     log = tmp_path / "web.log"
-    env = subprocess_env(HOST="127.0.0.1", PORT=str(port), WEB_PROCESSES="2", WEB_PAGE_THREADS="1")
+    env = subprocess_env(
+        **{"HOST": "127.0.0.1", "PORT": str(port), "WEB_PROCESSES": "2", "WEB_PAGE_THREADS": "1", **env}
+    )
     process = subprocess.Popen(
         ["bash", "scripts/web.sh"], cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT
     )
-    wait_for_port(port, process, lambda: f"the web tier did not start:\n{log.read_text()}", seconds=60)
-    yield f"http://127.0.0.1:{port}", log
-    process.terminate()
-    process.wait(timeout=30)
+    try:
+        wait_for_port(port, process, lambda: f"the web tier did not start:\n{log.read_text()}", seconds=60)
+        yield f"http://127.0.0.1:{port}", log
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def web_tier(tmp_path):
+    with serving(tmp_path) as served:
+        yield served
 
 
 @pytest.mark.django_db(transaction=True)
@@ -232,3 +244,23 @@ def test_the_web_tier_serves_pages_at_once_and_forwards_events_meanwhile(client,
     assert (event["type"], event["step"]) == ("progress", 7)
     assert experiment.name in session.get(base + f"/experiments/{experiment.pk}/", timeout=30).text
     assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.parametrize(("trusted", "recorded"), [("127.0.0.1", "203.0.113.7"), ("192.0.2.1", "127.0.0.1")])
+@pytest.mark.django_db(transaction=True)
+def test_a_trusted_proxy_names_the_client_for_the_audit_log_and_the_login_limit(alice, tmp_path, trusted, recorded):
+    # The test's requests come from 127.0.0.1, standing in for a proxy; believed only when
+    # FORWARDED_ALLOW_IPS lists it.
+    with serving(tmp_path, FORWARDED_ALLOW_IPS=trusted, WEB_PROCESSES="1") as (base, log):
+        session = requests.Session()
+        session.get(base + "/accounts/login/", timeout=30)
+        form = {"username": "alice", "password": "not-alices", "csrfmiddlewaretoken": session.cookies["csrftoken"]}
+        refused = session.post(
+            base + "/accounts/login/",
+            data=form,
+            headers={"X-Forwarded-For": "203.0.113.7", "Referer": base},
+            timeout=30,
+        )
+    assert refused.status_code == 200 and "Please enter a correct username and password" in refused.text
+    assert FailedLogin.objects.get(username="alice").address == recorded
+    assert AuditEntry.objects.get(action=AuditEntry.Action.LOGIN_FAILED).address == recorded
