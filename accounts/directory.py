@@ -1,5 +1,5 @@
-"""Team memberships from the organisation's directory, kept in step at every login (and,
-for LDAP, between logins: accounts.ldap_sync).
+"""Team memberships from the organisation's directory, kept in step at every login and
+between logins too (LDAP: accounts.ldap_sync; OpenID Connect: accounts.oidc_refresh).
 
 OpenID Connect and LDAP both hand over a list of group names; each group is a team, and a
 group named with the admin suffix ("vision:admin", OIDC_ADMIN_SUFFIX) makes the user an

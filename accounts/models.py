@@ -5,11 +5,14 @@ from django.db import models
 from django.utils import timezone
 from django.utils.functional import cached_property
 
+from accounts.sealed import seal, unseal
+
 
 class Source(models.TextChoices):
     """Where an account, a team or a membership comes from. The directory's own are kept in
-    step with it at every login (and LDAP accounts between logins too, accounts.ldap_sync);
-    local ones are the platform's and no login touches them."""
+    step with it at every login, and between logins too (LDAP accounts: accounts.ldap_sync;
+    OpenID Connect sessions: accounts.oidc_refresh); local ones are the platform's and no
+    login touches them."""
 
     LOCAL = "local", "Local"
     OIDC = "oidc", "OpenID Connect"
@@ -125,6 +128,7 @@ class AuditEntry(models.Model):
         HANDED_OVER = "handed_over", "Work handed over"
         SESSIONS_ENDED = "sessions_ended", "Sessions ended"
         LEFT_DIRECTORY = "left_directory", "Left the directory"
+        ENDED_BY_PROVIDER = "ended_by_provider", "Session ended by the provider"
 
     time = models.DateTimeField(default=timezone.now, db_index=True)
     action = models.CharField(max_length=20, choices=Action.choices)
@@ -171,6 +175,32 @@ class UserSession(models.Model):
 
     def __str__(self):
         return f"{self.user} since {self.created:%Y-%m-%d %H:%M:%S}"
+
+
+class OIDCRefreshToken(models.Model):
+    """The OpenID provider's refresh token for one session it logged in: between logins the
+    `directory` process trades it for the person's claims now, and a provider that refuses it
+    has ended them there, so the session ends here too (accounts.oidc_refresh). Server-side
+    and sealed (accounts.sealed), never in the cookie; it goes with its session's row."""
+
+    session = models.OneToOneField(UserSession, models.CASCADE, related_name="oidc_refresh_token")
+    # The provider's `sub` the login was for: a userinfo answer about anyone else is refused.
+    subject = models.CharField(max_length=255)
+    sealed_token = models.TextField()
+    created = models.DateTimeField(auto_now_add=True)
+    refreshed = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"refresh token of {self.session}"
+
+    @property
+    def token(self):
+        """The token in clear; accounts.sealed.Unreadable once SECRET_KEY changed without a fallback."""
+        return unseal(self.sealed_token)
+
+    @token.setter
+    def token(self, value):
+        self.sealed_token = seal(value)
 
 
 class ApiToken(models.Model):

@@ -4,12 +4,18 @@ audience and issuer checked too (the library leaves those to the project). The e
 come from the provider's discovery document, read on first use; the teams claim becomes team
 memberships (accounts.directory).
 
+The provider's refresh token, when it gives one, is kept for the session the login made
+(OIDCRefreshToken, sealed: accounts.sealed), so that session keeps answering to the provider
+between logins: accounts.oidc_refresh ends it when the provider refuses the token and
+follows the person's groups there.
+
 Configured by OIDC_ISSUER and OIDC_RP_CLIENT_ID; without them the views answer 404 and the
 backend answers no one.
 """
 
 import logging
 import time
+from dataclasses import dataclass
 
 import jwt
 import requests
@@ -26,7 +32,7 @@ from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthen
 
 from accounts import audit
 from accounts.directory import sync_teams
-from accounts.models import Source
+from accounts.models import OIDCRefreshToken, Source, UserSession
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +90,41 @@ def username_from(claims):
 def groups_from(claims):
     value = claims.get(settings.OIDC_TEAMS_CLAIM) or []
     return [value] if isinstance(value, str) else [str(group) for group in value]
+
+
+def sync_teams_from_claims(user, claims):
+    """The user's OpenID Connect memberships made those the teams claim names, as at a login
+    and at each refresh between logins (accounts.oidc_refresh); how many changed."""
+    return sync_teams(
+        user,
+        groups_from(claims),
+        source=Source.OIDC,
+        admin_suffix=settings.OIDC_ADMIN_SUFFIX,
+        viewer_suffix=settings.OIDC_VIEWER_SUFFIX,
+    )
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a login's token response leaves for its session: the subject it was for and the
+    refresh token, if the provider gave one (None: the session is not checked between logins)."""
+
+    subject: str
+    refresh_token: str | None
+
+
+def keep_refresh_token(session_key, grant):
+    """Keep the login's refresh token beside the session's UserSession row, sealed, in place
+    of any an earlier login of the same session kept; a login that gave none leaves none."""
+    user_session = UserSession.objects.filter(session_key=session_key).first()
+    if user_session is None:
+        return
+    if grant is None or not grant.refresh_token:
+        OIDCRefreshToken.objects.filter(session=user_session).delete()
+        return
+    kept = OIDCRefreshToken.objects.filter(session=user_session).first() or OIDCRefreshToken(session=user_session)
+    kept.subject, kept.token, kept.refreshed = grant.subject, grant.refresh_token, None
+    kept.save()
 
 
 class DirectoryOIDCBackend(OIDCAuthenticationBackend):
@@ -147,6 +188,13 @@ class DirectoryOIDCBackend(OIDCAuthenticationBackend):
         except jwt.InvalidTokenError as exc:
             raise SuspiciousOperation(f"ID token refused: {exc}") from exc
 
+    def get_token(self, payload):
+        tokens = super().get_token(payload)
+        refresh_token = tokens.get("refresh_token")
+        # For the session this login makes (LoginCallback.login_success), never the cookie.
+        self.refresh_token = refresh_token if isinstance(refresh_token, str) and refresh_token else None
+        return tokens
+
     def get_userinfo(self, access_token, id_token, payload):
         # The ID token's claims, completed by the userinfo endpoint, which answers only
         # for the same subject (OpenID Connect Core 5.3.2).
@@ -187,13 +235,9 @@ class DirectoryOIDCBackend(OIDCAuthenticationBackend):
     def get_or_create_user(self, access_token, id_token, payload):
         user = super().get_or_create_user(access_token, id_token, payload)
         if user is not None:
-            sync_teams(
-                user,
-                groups_from(self.claims),
-                source=Source.OIDC,
-                admin_suffix=settings.OIDC_ADMIN_SUFFIX,
-                viewer_suffix=settings.OIDC_VIEWER_SUFFIX,
-            )
+            sync_teams_from_claims(user, self.claims)
+            # As authenticate() marks user.backend: the view that logs the user in reads it.
+            user.oidc_grant = Grant(subject=payload["sub"], refresh_token=getattr(self, "refresh_token", None))
         return user
 
 
@@ -230,6 +274,11 @@ class LoginCallback(OIDCAuthenticationCallbackView):
             return super().get(request)
         except (SuspiciousOperation, ProviderUnavailable, requests.RequestException) as exc:
             return _failed(request, exc)
+
+    def login_success(self):
+        response = super().login_success()  # logs in, so the session's UserSession row exists
+        keep_refresh_token(self.request.session.session_key, getattr(self.user, "oidc_grant", None))
+        return response
 
     def login_failure(self):
         error = self.request.GET.get("error")

@@ -7,7 +7,8 @@ the directory included), `end_sessions` deletes each of them from the store at o
 next page request is anonymous, and an open socket, which asks `session_is_current` at every
 re-check (jobs.events.GroupConsumer), closes. Logging out deletes the session too, so the
 sockets it opened close as well. API tokens stop for an inactive user by themselves
-(accounts.tokens).
+(accounts.tokens). One session alone ends by `end_session`: an OpenID provider that refuses
+its refresh token has ended it (accounts.oidc_refresh).
 """
 
 from importlib import import_module
@@ -36,6 +37,20 @@ def end_sessions(user, reason="the account was deactivated"):
     if keys:
         audit.record(audit.Action.SESSIONS_ENDED, obj=user, detail=f"{len(keys)} ended: {reason}")
     return len(keys)
+
+
+def end_session(user_session):
+    """Log this one session out now: its next page is anonymous, and its sockets close (the
+    row's deletion tells them to check again). The caller writes the audit entry that says why."""
+    session_store().delete(user_session.session_key)
+    UserSession.objects.filter(pk=user_session.pk).delete()
+
+
+def session_is_live(user_session):
+    """Whether the session of this row still logs its user in: False once it expired or was
+    deleted from the store (a row outlives an expired session until that user's next login)."""
+    data = session_store(user_session.session_key).load()  # {} for a session that is gone or expired
+    return str(data.get(SESSION_KEY)) == str(user_session.user_id)
 
 
 def session_is_current(scope):

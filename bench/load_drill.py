@@ -1,7 +1,7 @@
 """A load drill against the web tier as `make run` starts it (scripts/web.sh: uvicorn,
 one process per core): logged-in users browsing while others watch a running experiment.
 
-- USERS people (default 20), each in a thread of its own, load the console and
+- USERS people (default 20), each in a thread of a process of their own, load the console and
   experiment pages one after the other: as fast as they are answered (the default, a
   closed loop: the drill then measures what the web tier can serve), or --think seconds
   apart on average (a person's pace: the drill then measures how long a page takes under
@@ -26,6 +26,7 @@ nothing yet, are counted apart and printed on a line of their own.
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import random
 import signal
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import requests
@@ -96,9 +98,25 @@ def stop_server(server):
         os.killpg(server.pid, signal.SIGKILL)
 
 
+def browsing(base, cookies, urls, warm_at, until, args, results):
+    """The users, a thread each, until `until`; sends (times, failures) to `results`."""
+    times, failures = [], []
+    users = [
+        threading.Thread(
+            target=browse, args=(base, cookies[i % len(cookies)], urls, warm_at, until, args.think, times, failures)
+        )
+        for i in range(args.users)
+    ]
+    for user in users:
+        user.start()
+    for user in users:
+        user.join()
+    results.send((times, failures))
+
+
 def browse(base, cookie, urls, warm_at, until, think, times, failures):
     """Pages until `until`; `times` gets (warm, ms) for each one answered, where warm says
-    whether it was asked for after the warm-up."""
+    whether it was asked for after the warm-up, and `failures` why each other one failed."""
     session = requests.Session()
     session.cookies.set("sessionid", cookie, domain="127.0.0.1")
     while time.monotonic() < until:
@@ -107,12 +125,15 @@ def browse(base, cookie, urls, warm_at, until, think, times, failures):
         started = time.perf_counter()
         try:
             response = session.get(base + url, timeout=30)
-            ok = response.status_code == 200
-        except requests.RequestException:
-            ok = False
-        (times if ok else failures).append((warm, 1000 * (time.perf_counter() - started)))
+            failure = None if response.status_code == 200 else f"HTTP {response.status_code}"
+        except requests.RequestException as error:
+            failure = type(error).__name__
+        if failure:
+            failures.append(failure)
+        else:
+            times.append((warm, 1000 * (time.perf_counter() - started)))
         if think:
-            time.sleep(random.expovariate(1 / think))
+            time.sleep(max(0.0, min(random.expovariate(1 / think), until - time.monotonic())))
 
 
 async def watch(url, base, cookie, ready, stop, latencies, received):
@@ -178,19 +199,24 @@ async def drill(base, port, cookies, experiment, urls, args):
     started_browsing = time.monotonic()
     warm_at = started_browsing + args.warmup
     until = warm_at + args.seconds
-    times, failures, sent = [], [], []
-    browsers = [
-        threading.Thread(
-            target=browse, args=(base, cookies[i % len(cookies)], urls, warm_at, until, args.think, times, failures)
-        )
-        for i in range(args.users)
-    ]
+    sent = []
+    # The users browse from a process of their own, as the watchers' browsers would be: in
+    # this one, fifty threads parsing pages would hold the interpreter from the loop that
+    # receives the events, and the drill would time its own queue.
+    results, results_in = multiprocessing.get_context("fork").Pipe(duplex=False)
+    users = multiprocessing.get_context("fork").Process(
+        target=browsing, args=(base, cookies, urls, warm_at, until, args, results_in)
+    )
+    users.start()
     sender = threading.Thread(target=broadcaster, args=(experiment.group_name, warm_at, until, sent))
-    for thread in [*browsers, sender]:
-        thread.start()
-    while any(thread.is_alive() for thread in [*browsers, sender]):
+    sender.start()
+    while sender.is_alive() or (users.is_alive() and not results.poll()):
         await asyncio.sleep(0.2)
-    elapsed = time.monotonic() - warm_at
+    if not results.poll():
+        sys.exit(f"the browsing users' process ended without its figures (exit code {users.exitcode})")
+    times, failures = results.recv()
+    users.join()
+    elapsed = until - warm_at  # the measured window: every page counted was asked for in it
     # The events still in flight: a late one is slow, not lost; after 5 s it is lost.
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and sum(map(len, received)) < len(sent) * args.watchers:
@@ -244,6 +270,7 @@ def main() -> None:
     print(
         f"load pages   {len(pages) / elapsed:6.1f} requests/s  p50 {statistics.median(pages):6.1f} ms  "
         f"p95 {percentile(pages, 95):6.1f} ms  failed {len(failures)}"
+        + (f" ({', '.join(f'{n} {why}' for why, n in Counter(failures).most_common())})" if failures else "")
     )
     print(
         f"load events  {sent} sent to {args.watchers} sockets  p50 {statistics.median(events):6.1f} ms  "

@@ -215,6 +215,10 @@ OIDC_USE_PKCE = True
 OIDC_USE_NONCE = True
 OIDC_TIMEOUT = envint("OIDC_TIMEOUT", "10")
 OIDC_VERIFY_SSL = envbool("OIDC_VERIFY_SSL", "1")
+# How the client secret reaches the token endpoint, at a login and at each refresh between
+# logins (accounts.oidc_refresh): in the form (client_secret_post, the default) or, with 1, in
+# an Authorization header (client_secret_basic, the method RFC 6749 requires providers to take).
+OIDC_TOKEN_USE_BASIC_AUTH = envbool("OIDC_TOKEN_USE_BASIC_AUTH", "0")
 
 # LDAP (accounts.ldap, django-auth-ldap): a search bind, then a bind as the user.
 LDAP_SERVER_URI = os.environ.get("LDAP_SERVER_URI", "")
@@ -233,11 +237,12 @@ LDAP_GROUP_FILTER = os.environ.get("LDAP_GROUP_FILTER", f"(objectClass={LDAP_GRO
 LDAP_ADMIN_SUFFIX = os.environ.get("LDAP_ADMIN_SUFFIX", OIDC_ADMIN_SUFFIX)
 LDAP_VIEWER_SUFFIX = os.environ.get("LDAP_VIEWER_SUFFIX", OIDC_VIEWER_SUFFIX)
 LDAP_TIMEOUT = envint("LDAP_TIMEOUT", "10")
-# Seconds between the Procfile's `directory` process's look-ups of every LDAP account
-# (accounts.ldap_sync): a person removed from the directory loses access within this long.
-LDAP_SYNC_SECONDS = envint("LDAP_SYNC_SECONDS", "300")
-if LDAP_SYNC_SECONDS < 1:
-    raise ImproperlyConfigured(f"LDAP_SYNC_SECONDS must be at least 1, not {LDAP_SYNC_SECONDS}")
+# Seconds between the rounds of the Procfile's `directory` process: each looks every LDAP
+# account up (accounts.ldap_sync) and asks the OpenID provider about every session it logged in
+# (accounts.oidc_refresh), so a person removed from either loses access within this long.
+DIRECTORY_SYNC_SECONDS = envint("DIRECTORY_SYNC_SECONDS", "300")
+if DIRECTORY_SYNC_SECONDS < 1:
+    raise ImproperlyConfigured(f"DIRECTORY_SYNC_SECONDS must be at least 1, not {DIRECTORY_SYNC_SECONDS}")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -11,5 +11,5 @@ processes=${WEB_PROCESSES:-$(nproc)}
 export DATABASE_POOL_SIZE=${DATABASE_POOL_SIZE:-10}
 # No lifespan: Channels' router speaks only http and websocket.
 exec .venv/bin/uvicorn config.serve:application --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" \
-  --workers "$processes" --ws websockets --ws-per-message-deflate false --lifespan off \
+  --workers "$processes" --ws websockets-sansio --ws-per-message-deflate false --lifespan off \
   --proxy-headers --forwarded-allow-ips "${FORWARDED_ALLOW_IPS:-127.0.0.1}" --timeout-graceful-shutdown 10 "$@"

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -70,7 +71,7 @@ async def request(app, body=None):
 def test_at_most_the_turns_work_at_once_and_every_page_is_answered():
     async def main(turns):
         view = View()
-        app = pages_in_turn(view, turns)
+        app = pages_in_turn(view, turns, longest=10)
         answers = await asyncio.gather(*(request(app) for _ in range(6)))
         return view.most, answers
 
@@ -84,7 +85,7 @@ def test_at_most_the_turns_work_at_once_and_every_page_is_answered():
 def test_an_upload_still_arriving_holds_no_turn():
     async def main():
         view = View(seconds=0)
-        app = pages_in_turn(view, 1)
+        app = pages_in_turn(view, 1, longest=10)
         upload = asyncio.Queue()
         upload.put_nowait((b"first part", True))
         slow = asyncio.ensure_future(request(app, upload))
@@ -111,7 +112,7 @@ def test_a_streaming_response_gives_its_turn_back_when_it_starts():
         async def route(scope, receive, send):
             return await (download if scope["path"] == "/download" else other)(scope, receive, send)
 
-        app = pages_in_turn(route, 1)
+        app = pages_in_turn(route, 1, longest=10)
 
         async def get(path):
             sent = []
@@ -143,7 +144,7 @@ def test_a_failing_view_gives_its_turn_back():
         async def route(scope, receive, send):
             return await (failing if scope.get("fail") else working)(scope, receive, send)
 
-        app = pages_in_turn(route, 1)
+        app = pages_in_turn(route, 1, longest=10)
 
         async def failed():
             with pytest.raises(RuntimeError):
@@ -157,6 +158,38 @@ def test_a_failing_view_gives_its_turn_back():
         return await asyncio.wait_for(request(app), timeout=2)
 
     assert asyncio.run(main())[0]["status"] == 200
+
+
+def test_a_page_working_past_the_longest_turn_gives_it_up():
+    async def main(longest):
+        slow, quick = View(seconds=1.0), View(seconds=0)
+
+        async def route(scope, receive, send):
+            return await (slow if scope.get("slow") else quick)(scope, receive, send)
+
+        app = pages_in_turn(route, 1, longest=longest)
+
+        async def slow_page():
+            async def receive():
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            async def send(message):
+                pass
+
+            await app({"type": "http", "path": "/", "slow": True}, receive, send)
+
+        waiting = asyncio.ensure_future(slow_page())
+        await asyncio.sleep(0.02)
+        started = time.monotonic()
+        await request(app)
+        waited = time.monotonic() - started
+        await waiting
+        return waited
+
+    # The quick page waits out the slow one's turn (0.1 s), not the slow page (1 s)...
+    assert asyncio.run(main(0.1)) < 0.6
+    # ...which, with a turn long enough, it does.
+    assert asyncio.run(main(5)) > 0.9
 
 
 def test_sockets_take_no_turns_and_nothing_is_sent_after_they_close():
@@ -182,7 +215,7 @@ def test_sockets_take_no_turns_and_nothing_is_sent_after_they_close():
         async def send(message):
             sent.append(message["type"])
 
-        app = no_sends_after_close(pages_in_turn(route, 1))
+        app = no_sends_after_close(pages_in_turn(route, 1, longest=10))
         waiting_page = asyncio.ensure_future(request(app))
         await asyncio.sleep(0.05)
         await asyncio.wait_for(app({"type": "websocket", "path": "/ws/"}, receive, send), timeout=2)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from contextlib import contextmanager
 from io import StringIO
 from urllib.parse import parse_qs, urlsplit
 
@@ -26,11 +27,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from django.apps import apps as django_apps
 from django.core.exceptions import SuspiciousOperation
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
 from accounts import oidc
-from accounts.models import AuditEntry, FailedLogin, Membership, Source, Team, User
+from accounts.models import AuditEntry, FailedLogin, Membership, OIDCRefreshToken, Source, Team, User, UserSession
+from accounts.sealed import seal
+from accounts.sessions import session_store
 from tests.browser import free_port
 from tests.conftest import ROOT, subprocess_env
 from tests.factories import make_token
@@ -55,32 +59,44 @@ def wait_until_answers(url, process, what):
 # --- OpenID Connect ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def provider(tmp_path_factory):
+@contextmanager
+def running_provider(folder, *options):
+    """oidc-provider-mock in a process of its own on a free port: (issuer, process)."""
     port = free_port()
-    log = tmp_path_factory.mktemp("oidc") / "provider.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port", str(port), *options],
         cwd=ROOT,
-        stdout=open(log, "w"),
+        stdout=open(folder / "provider.log", "w"),
         stderr=subprocess.STDOUT,
     )
     issuer = f"http://127.0.0.1:{port}"
     try:
         wait_until_answers(f"{issuer}/.well-known/openid-configuration", process, "the OpenID provider")
-        yield issuer
+        yield issuer, process
     finally:
         process.terminate()
         process.wait(timeout=10)
 
 
+@pytest.fixture(scope="module")
+def provider(tmp_path_factory):
+    with running_provider(tmp_path_factory.mktemp("oidc")) as (issuer, _):
+        yield issuer
+
+
+def use_provider(settings, issuer, client_id=CLIENT_ID, secret="platform-secret"):
+    settings.OIDC_ISSUER = issuer
+    settings.OIDC_RP_CLIENT_ID = client_id
+    settings.OIDC_RP_CLIENT_SECRET = secret
+    # The mock's refresh grant (authlib's) takes the client's secret only in the header.
+    settings.OIDC_TOKEN_USE_BASIC_AUTH = True
+    settings.OIDC_NAME = "Example Corp"
+    return issuer
+
+
 @pytest.fixture
 def sso(provider, settings, db):
-    settings.OIDC_ISSUER = provider
-    settings.OIDC_RP_CLIENT_ID = CLIENT_ID
-    settings.OIDC_RP_CLIENT_SECRET = "platform-secret"
-    settings.OIDC_NAME = "Example Corp"
-    return provider
+    return use_provider(settings, provider)
 
 
 def set_claims(provider, sub, **claims):
@@ -250,6 +266,209 @@ def test_a_provider_that_does_not_answer_sends_back_to_the_login_page(client, se
     answer = client.get("/accounts/oidc/start/", follow=True)
     assert answer.status_code == 200
     assert "Logging in with Example Corp did not work" in answer.content.decode()
+
+
+# --- OpenID Connect between logins: the refresh token (manage.py sync_directory) -------------
+
+
+def sync():
+    out = StringIO()
+    call_command("sync_directory", stdout=out)
+    return out.getvalue()
+
+
+def failing_sync():
+    """A sync that must fail: (what it printed, its error)."""
+    out = StringIO()
+    with pytest.raises(CommandError) as failed:
+        call_command("sync_directory", stdout=out)
+    return out.getvalue(), str(failed.value)
+
+
+def logged_in(client):
+    return client.get("/").status_code == 200
+
+
+def logged_out(client):
+    answer = client.get("/")
+    return answer.status_code == 302 and answer["Location"].startswith(reverse("login"))
+
+
+def a_person_logged_in(provider, sub, username, groups=()):
+    """A browser logged in through the provider as `username`, in the given groups there."""
+    set_claims(provider, sub, preferred_username=username, groups=list(groups))
+    browser = Client()
+    assert log_in_at_provider(browser, sub).status_code == 302
+    assert logged_in(browser)
+    return browser
+
+
+def revoke_tokens(provider, sub):
+    assert requests.post(f"{provider}/users/{sub}/revoke-tokens", timeout=5).status_code == 204
+
+
+def test_a_session_whose_tokens_the_provider_revoked_is_logged_out_by_the_sync(sso):
+    vera = a_person_logged_in(sso, "vera-sub", "vera", groups=["vision"])
+    walt = a_person_logged_in(sso, "walt-sub", "walt", groups=["vision"])
+    assert OIDCRefreshToken.objects.count() == 2  # one per session
+
+    revoke_tokens(sso, "vera-sub")
+    assert "2 OpenID Connect session(s) checked: 1 refreshed, 1 ended by the provider, 0 could not" in sync()
+    assert logged_out(vera)
+    assert logged_in(walt)
+    ended = AuditEntry.objects.get(action=AuditEntry.Action.ENDED_BY_PROVIDER)
+    assert (ended.actor, ended.actor_name, ended.object_repr) == (None, "directory (OpenID Connect)", "vera")
+    assert "invalid_grant" in ended.detail
+    # The session ended, not the account: the provider may let vera in again.
+    vera_account = User.objects.get(username="vera")
+    assert vera_account.is_active and not UserSession.objects.filter(user=vera_account).exists()
+    assert "1 OpenID Connect session(s) checked: 1 refreshed, 0 ended" in sync()
+
+
+def test_a_group_changed_at_the_provider_changes_the_teams_without_a_login(sso):
+    xena = a_person_logged_in(sso, "xena-sub", "xena", groups=["vision", "audio:admin"])
+    account = User.objects.get(username="xena")
+    assert teams_of(account) == {
+        "vision": (Membership.Role.MEMBER, Source.OIDC),
+        "audio": (Membership.Role.ADMIN, Source.OIDC),
+    }
+
+    set_claims(sso, "xena-sub", preferred_username="xena", groups=["vision"])
+    assert "1 refreshed, 0 ended by the provider, 0 could not be checked; 1 team membership(s) changed" in sync()
+    assert teams_of(account) == {"vision": (Membership.Role.MEMBER, Source.OIDC)}
+    removed = AuditEntry.objects.get(action=AuditEntry.Action.MEMBER_REMOVED)
+    assert (removed.actor_name, removed.team_name) == ("directory (OpenID Connect)", "audio")
+
+    set_claims(sso, "xena-sub", preferred_username="xena", groups=["vision", "robots"])
+    assert "1 team membership(s) changed" in sync()
+    assert teams_of(account) == {
+        "vision": (Membership.Role.MEMBER, Source.OIDC),
+        "robots": (Membership.Role.MEMBER, Source.OIDC),
+    }
+    assert logged_in(xena)
+
+
+def test_a_userinfo_answer_without_the_teams_claim_leaves_the_teams(sso):
+    # As from a provider that puts the groups in its ID tokens only: no claim is not "no groups".
+    a_person_logged_in(sso, "finn-sub", "finn", groups=["vision"])
+    set_claims(sso, "finn-sub", preferred_username="finn")
+    assert "1 refreshed" in (out := sync())
+    assert "the userinfo endpoint gave no 'groups' claim for 1, whose teams stay as their last login made them" in out
+    assert teams_of(User.objects.get(username="finn")) == {"vision": (Membership.Role.MEMBER, Source.OIDC)}
+
+
+def test_a_session_that_expired_is_not_asked_about(sso):
+    gina = a_person_logged_in(sso, "gina-sub", "gina")
+    session_store().delete(gina.session.session_key)  # as an expiry leaves it: the row stays behind
+    revoke_tokens(sso, "gina-sub")
+    assert "0 OpenID Connect session(s) checked" in sync()
+    assert not UserSession.objects.filter(user__username="gina").exists()
+    assert not OIDCRefreshToken.objects.exists()
+    assert not AuditEntry.objects.filter(action=AuditEntry.Action.ENDED_BY_PROVIDER).exists()
+
+
+def test_a_provider_that_is_down_logs_nobody_out_and_the_sync_fails(tmp_path, settings, db):
+    with running_provider(tmp_path) as (issuer, process):
+        use_provider(settings, issuer)
+        yves = a_person_logged_in(issuer, "yves-sub", "yves", groups=["vision"])
+        process.terminate()
+        process.wait(timeout=10)
+
+    # The discovery document is still the one the login read: the token endpoint is down.
+    out, error = failing_sync()
+    assert "1 OpenID Connect session(s) checked: 0 refreshed, 0 ended by the provider, 1 could not" in out
+    assert error == (
+        f"Could not check 1 OpenID Connect session(s) with the provider at {issuer}: "
+        "its token endpoint could not be reached. Those sessions were not changed."
+    )
+    # A process that starts now cannot even read the discovery document.
+    oidc._discovered.clear()
+    assert "its discovery document could not be read" in failing_sync()[1]
+
+    assert logged_in(yves)
+    assert teams_of(User.objects.get(username="yves")) == {"vision": (Membership.Role.MEMBER, Source.OIDC)}
+    assert OIDCRefreshToken.objects.count() == 1
+    assert not AuditEntry.objects.filter(action=AuditEntry.Action.ENDED_BY_PROVIDER).exists()
+
+
+def test_a_client_secret_the_provider_refuses_logs_nobody_out(tmp_path, settings, db):
+    # A provider that knows its clients: the refusal (invalid_client) is about the platform's
+    # credentials, not about the person, so it must not look like everyone leaving.
+    with running_provider(tmp_path, "--require-registration") as (issuer, _):
+        registration = requests.post(
+            f"{issuer}/oauth2/clients",
+            json={
+                "redirect_uris": ["http://testserver/accounts/oidc/callback/"],
+                "token_endpoint_auth_method": "client_secret_basic",
+            },
+            timeout=5,
+        )
+        assert registration.status_code == 201, registration.text
+        client = registration.json()
+        use_provider(settings, issuer, client_id=client["client_id"], secret=client["client_secret"])
+        zora = a_person_logged_in(issuer, "zora-sub", "zora")
+        assert "1 refreshed" in sync()
+
+        settings.OIDC_RP_CLIENT_SECRET = "not-the-secret"
+        out, error = failing_sync()
+        assert "0 ended by the provider, 1 could not be checked" in out
+        assert "its token endpoint answered HTTP 401 invalid_client (check OIDC_CLIENT_SECRET" in error
+        assert logged_in(zora)
+        assert not AuditEntry.objects.filter(action=AuditEntry.Action.ENDED_BY_PROVIDER).exists()
+
+
+def test_a_provider_that_gives_no_refresh_token_leaves_the_session_unchecked(tmp_path, settings, db):
+    with running_provider(tmp_path, "--no-refresh-token") as (issuer, _):
+        use_provider(settings, issuer)
+        adam = a_person_logged_in(issuer, "adam-sub", "adam")
+        assert not OIDCRefreshToken.objects.exists()
+        revoke_tokens(issuer, "adam-sub")
+        assert "0 OpenID Connect session(s) checked" in sync()
+        assert logged_in(adam)
+
+
+def test_the_refresh_token_is_kept_sealed_beside_the_session(sso, settings):
+    bea = a_person_logged_in(sso, "bea-sub", "bea")
+    kept = OIDCRefreshToken.objects.get()
+    assert (kept.session.session_key, kept.subject) == (bea.session.session_key, "bea-sub")
+    token = kept.token
+    # It is the provider's real refresh token...
+    token_endpoint = oidc.discovery()["token_endpoint"]
+    grant = {"grant_type": "refresh_token", "refresh_token": token}
+    answer = requests.post(token_endpoint, data=grant, auth=(CLIENT_ID, "platform-secret"), timeout=5)
+    assert "access_token" in answer.json()
+    # ...and neither its table nor the session's data holds it in clear.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM accounts_oidcrefreshtoken")
+        rows = repr(cursor.fetchall())
+    assert kept.sealed_token in rows and token not in rows
+    assert token not in json.dumps(session_store(kept.session.session_key).load())
+    # A key rotation the Django way keeps it readable: the old key among the fallbacks.
+    settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
+    settings.SECRET_KEY = "a-newer-secret-key"
+    assert "1 refreshed" in sync()
+
+
+def test_a_token_sealed_under_another_key_is_dropped_without_logging_anyone_out(sso, settings):
+    cleo = a_person_logged_in(sso, "cleo-sub", "cleo")
+    own_key = settings.SECRET_KEY
+    settings.SECRET_KEY = "a-key-this-installation-no-longer-has"
+    OIDCRefreshToken.objects.update(sealed_token=seal("some-refresh-token"))
+    settings.SECRET_KEY = own_key
+    assert "was sealed under another SECRET_KEY" in failing_sync()[1]
+    assert logged_in(cleo)
+    assert not OIDCRefreshToken.objects.exists()  # unreadable for good: that session is unchecked now
+    assert "0 OpenID Connect session(s) checked" in sync()
+
+
+def test_an_ldap_failure_does_not_keep_the_provider_from_being_asked(sso, settings):
+    dora = a_person_logged_in(sso, "dora-sub", "dora")
+    revoke_tokens(sso, "dora-sub")
+    settings.LDAP_SERVER_URI = f"ldap://127.0.0.1:{free_port()}"
+    out, error = failing_sync()
+    assert error.startswith(f"Could not read the directory at {settings.LDAP_SERVER_URI}")
+    assert "1 OpenID Connect session(s) checked: 0 refreshed, 1 ended by the provider" in out
+    assert logged_out(dora)
 
 
 # --- LDAP --------------------------------------------------------------------------------
@@ -458,12 +677,6 @@ def directory_changes(ldap_login):
     changes.put_back()
 
 
-def sync():
-    out = StringIO()
-    call_command("sync_directory", stdout=out)
-    return out.getvalue()
-
-
 def test_sync_deactivates_a_person_removed_from_the_directory(client, directory_changes):
     directory_changes.add_person("ulla", "ulla-ldap-password", groups=["vision"])
     assert post_login(client, "ulla", "ulla-ldap-password").status_code == 302
@@ -618,14 +831,37 @@ def test_the_command_fails_with_the_error_and_every_keeps_trying(transactional_d
         process.wait(timeout=10)
 
 
-def test_every_without_ldap_stays_idle_instead_of_exiting(transactional_db, tmp_path):
+def test_every_without_a_directory_stays_idle_instead_of_exiting(transactional_db, tmp_path):
     # honcho stops every process of `make run` when one exits.
-    process, log = start_command(tmp_path, "--every", LDAP_SERVER_URI="")
+    process, log = start_command(tmp_path, "--every", LDAP_SERVER_URI="", OIDC_ISSUER="")
     try:
-        wait_for_output(log, process, "LDAP is not configured (LDAP_SERVER_URI is empty)")
+        wait_for_output(log, process, "Neither LDAP (LDAP_SERVER_URI) nor OpenID Connect (OIDC_ISSUER, OIDC_CLIENT_ID)")
         assert log.read_text().strip().endswith("Idle.")
         time.sleep(1)
         assert process.poll() is None
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_every_ends_the_sessions_the_provider_no_longer_accepts(provider, settings, transactional_db, tmp_path):
+    use_provider(settings, provider)
+    emil = a_person_logged_in(provider, "emil-sub", "emil")
+    revoke_tokens(provider, "emil-sub")
+    process, log = start_command(
+        tmp_path,
+        "--every",
+        "1",
+        LDAP_SERVER_URI="",
+        OIDC_ISSUER=provider,
+        OIDC_CLIENT_ID=CLIENT_ID,
+        OIDC_CLIENT_SECRET="platform-secret",
+        OIDC_TOKEN_USE_BASIC_AUTH="1",
+    )
+    try:
+        wait_for_output(log, process, "1 ended by the provider")
+        wait_for_output(log, process, "0 OpenID Connect session(s) checked")  # the next round
+        assert logged_out(emil)
     finally:
         process.terminate()
         process.wait(timeout=10)
