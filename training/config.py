@@ -39,12 +39,17 @@ def _standard_networks():
     return NETWORKS
 
 
-def network_choices():
-    """(name, title) of every standard network, then the custom one: the form's choices,
-    from the registry (so it imports JAX; call it, don't run it at import)."""
+def standard_networks():
+    """(name, title) of every standard network, from the registry (so it imports JAX; call
+    it, don't run it at import: a web process needs JAX only for the form and classifying)."""
     from models.networks import STANDARD_NETWORKS
 
-    return [*STANDARD_NETWORKS, (CUSTOM, CUSTOM_TITLE)]
+    return STANDARD_NETWORKS
+
+
+def network_choices():
+    """The form's choices: every standard network, then the custom one."""
+    return [*standard_networks(), (CUSTOM, CUSTOM_TITLE)]
 
 
 def network_title(name):

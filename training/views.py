@@ -65,14 +65,6 @@ def device_rows(user):
     return board
 
 
-def standard_networks():
-    # Imported here: the registry imports JAX, which a web process needs only for this form
-    # (and for classifying), not to start.
-    from models.networks import STANDARD_NETWORKS
-
-    return STANDARD_NETWORKS
-
-
 def experiment_new(request):
     if request.method == "POST":
         form = ExperimentForm(request.POST, user=request.user)
@@ -92,7 +84,7 @@ def experiment_new(request):
 
     ctx = {
         "form": form,
-        "networks": standard_networks(),
+        "networks": training_config.standard_networks(),
         "saved_networks": SavedNetwork.objects.visible_to(request.user).select_related("owner"),
         "previous": Experiment.objects.visible_to(request.user).only("pk", "name")[:50],
         "sharing": sharing_of(form.datasets, form.fields["pretrained"].queryset),
