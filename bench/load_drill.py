@@ -30,7 +30,6 @@ import multiprocessing
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,16 +41,10 @@ from pathlib import Path
 import requests
 
 from bench.scale_bench import populate
-from bench.site import throwaway_site
+from bench.site import free_port, throwaway_site, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENT_INTERVAL = 0.1
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sessions(count):
@@ -79,15 +72,12 @@ def start_server(port, processes):
         env=env,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/accounts/login/", timeout=5).status_code == 200:
-                return server
-        except requests.RequestException:
-            time.sleep(0.2)
-    stop_server(server)
-    sys.exit("the web tier did not answer within 60 s")
+    try:
+        wait_until_serving(port, server, "the web tier did not answer within 60 s")
+    except SystemExit:
+        stop_server(server)
+        raise
+    return server
 
 
 def stop_server(server):

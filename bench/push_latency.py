@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from bench.site import free_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 WATCHERS = (1, 10, 100)
@@ -57,12 +58,6 @@ def fixtures():
     return experiment, secret
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(run_dir, server):
     """The web tier as `make run` serves it (scripts/web.sh: uvicorn, one process per core),
     or one daphne process (the test suite's live server)."""
@@ -75,15 +70,8 @@ def start_server(run_dir, server):
         command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
         env = os.environ.copy()
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process, port
-        except OSError:
-            time.sleep(0.2)
-    process.terminate()
-    raise SystemExit(f"{server} did not start; see {run_dir}/{server}.log")
+    wait_until_serving(port, process, f"{server} did not start; see {run_dir}/{server}.log")
+    return process, port
 
 
 async def watch(url, secret, count, events, ready, arrivals):

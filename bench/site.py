@@ -1,11 +1,14 @@
 """A throw-away installation for the benches that serve pages: a temporary folder, and a
 database of its own on the current database (SQLite in that folder by default; a fresh
-PostgreSQL database beside DATABASE_URL's when that is set, dropped afterwards)."""
+PostgreSQL database beside DATABASE_URL's when that is set, dropped afterwards); and the
+two steps of starting a server for it (a free port, waiting until it answers)."""
 
 import contextlib
 import os
 import shutil
+import socket
 import tempfile
+import time
 from urllib.parse import urlparse, urlunparse
 
 
@@ -46,3 +49,26 @@ def _postgres(url, statement):
 
     with psycopg.connect(urlunparse(urlparse(url)._replace(path="/postgres")), autocommit=True) as conn:
         conn.execute(statement)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_serving(port, process, failure, seconds=60):
+    """Until the server subprocess on `port` answers its login page; SystemExit(failure),
+    the process terminated, if it exits or does not answer within `seconds`."""
+    import requests
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/accounts/login/", timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    process.terminate()
+    raise SystemExit(failure)
