@@ -37,6 +37,9 @@ def test_a_new_user_builds_trains_watches_and_classifies(platform_server, mnist_
         # Train two epochs and watch the points arrive without a reload.
         page.click("text=Train a network on it")
         page.fill("#id_epochs", "2")
+        page.locator("#id_epochs").blur()
+        # The recipe for the new length is in before the fields it fills are changed by hand.
+        expect(page.locator("#recipe-summary")).to_contain_text(", 2 epochs")
         page.fill("#id_batch_sizes", "32")
         page.select_option("#id_solver", "adam")
         page.fill("#id_learning_rates", "0.001")

@@ -57,6 +57,9 @@ def test_customize_visualize_train_abort_resume(platform_server, mnist_root, mon
         shot(page, "experiment-form")
 
         page.fill("#id_epochs", str(EPOCHS))
+        page.locator("#id_epochs").blur()
+        # The recipe for the new length is in before the fields it fills are changed by hand.
+        expect(page.locator("#recipe-summary")).to_contain_text(f", {EPOCHS} epochs")
         page.fill("#id_batch_sizes", "32")
         page.select_option("#id_solver", "adam")
         page.fill("#id_learning_rates", "0.001")

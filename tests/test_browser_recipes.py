@@ -46,3 +46,35 @@ def test_choosing_a_network_or_a_length_fills_in_its_recipe(platform_server, mon
         expect(page.locator("#recipe-summary")).to_contain_text("ResNet-20, 20 epochs")
         expect(page.locator("#id_solver")).to_have_value("adam")
         expect(page.locator("#id_warmup")).to_have_value("10")
+
+
+def test_a_rate_typed_while_the_recipe_is_on_its_way_is_kept(platform_server, monkeypatch):  # noqa: F811
+    User.objects.create_user("hal", password="hal-password-1")
+    from playwright.sync_api import expect
+
+    with browser_page(monkeypatch) as page:
+        page.goto(platform_server + "/accounts/login/")
+        page.fill("#id_username", "hal")
+        page.fill("#id_password", "hal-password-1")
+        page.click("button[type=submit]")
+        page.goto(platform_server + "/experiments/new/")
+        expect(page.locator("#recipe-summary")).to_contain_text("Recipe for LeNet, 30 epochs")
+
+        # The answer for the new length is held back until the person has typed a rate.
+        held = []
+        page.route("**/lr-preview/?recipe=1*", lambda route: held.append(route))
+        page.fill("#id_epochs", "3")
+        page.locator("#id_epochs").dispatch_event("change")
+        for _ in range(200):  # Playwright hands the route over while the page is waited on
+            if held:
+                break
+            page.wait_for_timeout(50)
+        assert len(held) == 1, "the page did not ask for the new length's recipe"
+        page.fill("#id_learning_rates", "0.0042")  # leaving the epochs field asks once more
+        page.wait_for_timeout(200)
+        for route in held:
+            route.continue_()
+        page.unroute("**/lr-preview/?recipe=1*")
+        expect(page.locator("#recipe-summary")).to_contain_text("LeNet, 3 epochs")
+        expect(page.locator("#recipe-summary")).to_contain_text("Changed from the default")
+        expect(page.locator("#id_learning_rates")).to_have_value("0.0042")

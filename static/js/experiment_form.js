@@ -183,13 +183,16 @@ const ExperimentForm = {
     // epochs, unless the fields were changed from the recipe (those changes are kept).
     // The sentence under the chart says what will run, or that the fields differ from it.
     let recipe = null;
+    let asked = 0; // the number of the latest recipe asked for: an older answer is not applied
     async function fetchRecipe() {
+      const number = ++asked;
       const params = new URLSearchParams({ recipe: "1", network: value("network"), epochs: value("epochs") });
       const response = await fetch(`${urls.previewUrl}?${params}`);
-      recipe = response.ok ? await response.json() : null;
+      const answer = response.ok ? await response.json() : null;
+      return number === asked ? answer : undefined;
     }
-    function followsRecipe() {
-      return Object.entries(recipe.fields).every(([name, v]) => {
+    function follows(r) {
+      return Object.entries(r.fields).every(([name, v]) => {
         const field = form.elements[name];
         const number = parseFloat(field.value);
         return field.value === String(v) || (typeof v === "number" && number === v);
@@ -198,14 +201,18 @@ const ExperimentForm = {
     function showRecipe() {
       const note = $("recipe-summary");
       if (!recipe || !note) return;
-      note.textContent = followsRecipe() ? recipe.summary : `Changed from the default. ${recipe.summary}`;
+      note.textContent = follows(recipe) ? recipe.summary : `Changed from the default. ${recipe.summary}`;
       note.hidden = false;
     }
     async function applyRecipe(always) {
-      const following = recipe && followsRecipe();
-      await fetchRecipe();
+      const previous = recipe;
+      const answer = await fetchRecipe();
+      if (answer === undefined) return; // a later change asked again
+      recipe = answer;
       if (!recipe) return;
-      if (always || following) {
+      // Whether the fields still follow the old recipe is asked now, after the answer came:
+      // what the person typed meanwhile is theirs and stays.
+      if (always || (previous && follows(previous))) {
         for (const [name, v] of Object.entries(recipe.fields)) form.elements[name].value = v;
       }
       showRelevant(); preview(); showRecipe();
@@ -214,7 +221,10 @@ const ExperimentForm = {
     form.elements.epochs.addEventListener("change", () => applyRecipe(false));
     showRelevant();
     preview();
-    fetchRecipe().then(showRecipe);
+    fetchRecipe().then((answer) => {
+      if (answer !== undefined) recipe = answer;
+      showRecipe();
+    });
   },
 };
 
