@@ -99,3 +99,36 @@ def test_editor_dialog_and_library(platform_server, monkeypatch):  # noqa: F811
         expect(page.locator("#id_network")).to_have_value("custom", timeout=SLOW)
         expect(page.locator("#id_network_spec")).to_have_value(re.compile("name: LeNet"), timeout=SLOW)
         expect(page.locator("#total-params")).to_have_text("431.1 k", timeout=SLOW)
+
+
+def test_only_the_latest_visualize_is_drawn(platform_server, monkeypatch):  # noqa: F811
+    """Customize asks Visualize for the spec it loaded; a mistake typed and visualized
+    before that answer comes must not be covered by it."""
+    User.objects.create_user("ivo", password="ivo-password-1")
+    from playwright.sync_api import expect
+
+    with browser_page(monkeypatch) as page:
+        page.goto(platform_server + "/accounts/login/")
+        page.fill("#id_username", "ivo")
+        page.fill("#id_password", "ivo-password-1")
+        page.click("button[type=submit]")
+        page.goto(platform_server + "/experiments/new/")
+
+        held = []  # the first answer is held back; later ones go through
+        page.route("**/visualize/", lambda route: route.continue_() if held else held.append(route))
+        page.select_option("#customize-from", "network:lenet")
+        expect(page.locator("#id_network_spec")).to_have_value(re.compile("type: conv"), timeout=SLOW)
+        for _ in range(200):  # Playwright hands the route over while the page is waited on
+            if held:
+                break
+            page.wait_for_timeout(50)
+        assert len(held) == 1, "Customize did not visualize the spec it loaded"
+
+        spec = page.input_value("#id_network_spec")
+        set_editor(page, spec.replace("type: dense", "type: dnse", 1))
+        page.click("#visualize")
+        expect(page.locator("#visualize-error")).to_contain_text("dnse", timeout=SLOW)
+        held[0].continue_()  # the answer for the spec as it was, late
+        page.wait_for_timeout(1000)
+        expect(page.locator("#visualize-error")).to_contain_text("dnse")
+        expect(page.locator("#network-table tr.failed-layer")).to_have_count(1)

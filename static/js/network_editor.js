@@ -47,25 +47,35 @@ const NetworkEditor = {
     return n >= 1e9 ? `${(n / 1e9).toFixed(2)} G` : n >= 1e6 ? `${(n / 1e6).toFixed(2)} M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)} k` : String(n);
   },
 
-  // Forget a table that described another network.
+  // Which Visualize was asked for last: only its answer is drawn, so a slow answer for
+  // the spec as it was never covers the answer for the spec as it is.
+  asked: 0,
+
+  // Forget a table that described another network (and any answer still on its way).
   clear() {
+    NetworkEditor.asked += 1;
     const box = document.getElementById("visualization");
     if (!box) return;
     box.hidden = true;
     document.getElementById("network-table").tBodies[0].innerHTML = "";
+    document.getElementById("total-params").textContent = "";
+    document.getElementById("total-flops").textContent = "";
     document.getElementById("visualize-error").hidden = true;
   },
 
   // POST `payload` ({network, spec, dataset, crop_size}) to `url` and fill the page's
   // #visualization table; `textarea` (the spec's) gets the error's line marked.
+  // Answers null when a later Visualize (or a clear) has overtaken this one.
   async visualize(url, csrf, payload, textarea) {
     const $ = (id) => document.getElementById(id);
+    const mine = ++NetworkEditor.asked;
     const response = await fetch(url, {
       method: "POST",
       headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
       body: JSON.stringify(payload),
     });
     const data = await response.json();
+    if (mine !== NetworkEditor.asked) return null;
     const body = $("network-table").tBodies[0];
     body.innerHTML = "";
     const format = NetworkEditor.format;
