@@ -78,3 +78,39 @@ def test_a_rate_typed_while_the_recipe_is_on_its_way_is_kept(platform_server, mo
         expect(page.locator("#recipe-summary")).to_contain_text("LeNet, 3 epochs")
         expect(page.locator("#recipe-summary")).to_contain_text("Changed from the default")
         expect(page.locator("#id_learning_rates")).to_have_value("0.0042")
+
+
+def test_the_rate_chart_draws_the_latest_preview(platform_server, monkeypatch):  # noqa: F811
+    """A preview answered late, for a rate since changed, is not drawn over the newer one."""
+    User.objects.create_user("ida", password="ida-password-1")
+    from playwright.sync_api import expect
+
+    with browser_page(monkeypatch) as page:
+        page.goto(platform_server + "/accounts/login/")
+        page.fill("#id_username", "ida")
+        page.fill("#id_password", "ida-password-1")
+        page.click("button[type=submit]")
+        page.goto(platform_server + "/experiments/new/")
+        expect(page.locator("#recipe-summary")).to_contain_text("Recipe for LeNet, 30 epochs")
+        page.select_option("#id_lr_policy", "fixed")
+        page.wait_for_function("Chart.getChart('lr-preview').data.datasets[0].data.every((p) => p.y === 0.003)")
+
+        held = []  # the answer for 0.5 is held back; later ones go through
+        page.route(
+            "**/lr-preview/?learning_rates=0.5*",
+            lambda route: route.continue_() if held else held.append(route),
+        )
+        page.fill("#id_learning_rates", "0.5")
+        page.locator("#id_learning_rates").dispatch_event("change")
+        for _ in range(200):  # Playwright hands the route over while the page is waited on
+            if held:
+                break
+            page.wait_for_timeout(50)
+        assert len(held) == 1, "the page did not preview the new rate"
+        page.fill("#id_learning_rates", "0.25")
+        page.locator("#id_learning_rates").dispatch_event("change")
+        page.wait_for_function("Chart.getChart('lr-preview').data.datasets[0].data.every((p) => p.y === 0.25)")
+        page.wait_for_timeout(600)  # past the typing's own preview, a quarter second after it
+        held[0].continue_()
+        page.wait_for_timeout(1000)
+        assert page.evaluate("Chart.getChart('lr-preview').data.datasets[0].data.every((p) => p.y === 0.25)")

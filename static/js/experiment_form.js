@@ -161,13 +161,16 @@ const ExperimentForm = {
       },
     });
     let pending;
+    let previewed = 0; // the number of the latest preview asked for: an older answer is not drawn
     async function preview() {
+      const mine = ++previewed;
       const names = ["learning_rates", "batch_sizes", "epochs", "batch_accumulation", "dataset", "lr_policy",
         "step_size", "step_gamma", "multistep_values", "multistep_gamma", "exp_gamma", "inv_gamma", "inv_power",
         "poly_power", "sigmoid_step", "sigmoid_gamma", "warmup"];
       const params = new URLSearchParams(names.map((n) => [n, value(n)]));
       const response = await fetch(`${urls.previewUrl}?${params}`);
       const data = await response.json();
+      if (mine !== previewed) return;
       const error = $("lr-preview-error");
       error.hidden = response.ok;
       error.textContent = data.error || "";
