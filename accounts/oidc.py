@@ -4,6 +4,10 @@ audience and issuer checked too (the library leaves those to the project). The e
 come from the provider's discovery document, read on first use; the teams claim becomes team
 memberships (accounts.directory).
 
+Log out ends a session an OpenID login made at the provider as well (RP-initiated logout:
+the provider's end_session_endpoint, with the login's ID token as the hint), and the provider
+sends the browser back to the login page; OIDC_LOGOUT_AT_PROVIDER=0 logs out of the platform only.
+
 The provider's refresh token, when it gives one, is kept for the session the login made
 (OIDCRefreshToken, sealed: accounts.sealed), so that session keeps answering to the provider
 between logins: accounts.oidc_refresh ends it when the provider refuses the token and
@@ -16,6 +20,7 @@ backend answers no one.
 import logging
 import time
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import jwt
 import requests
@@ -25,10 +30,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
 from django.http import Http404, HttpResponseRedirect
+from django.shortcuts import resolve_url
 from django.urls import reverse
 from django.utils.decorators import method_decorator
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
-from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
+from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView, OIDCLogoutView
 
 from accounts import audit
 from accounts.directory import sync_teams
@@ -283,3 +289,35 @@ class LoginCallback(OIDCAuthenticationCallbackView):
     def login_failure(self):
         error = self.request.GET.get("error")
         return _failed(self.request, f"the provider answered {error}" if error else "no active user came of it")
+
+
+def logout_url(request):
+    """Where Log out sends the browser, asked before the session ends (the library's
+    OIDC_OP_LOGOUT_URL_METHOD): for a session an OpenID login made, the provider's end-session
+    endpoint, which logs the person out there too and sends them back to the login page; for
+    any other session, or a provider that publishes no such endpoint or cannot be reached, the
+    login page (a logout never waits on the provider to succeed)."""
+    local = resolve_url(settings.LOGOUT_REDIRECT_URL)
+    id_token = request.session.get("oidc_id_token")
+    if not (id_token and configured() and settings.OIDC_LOGOUT_AT_PROVIDER):
+        return local
+    try:
+        end_session = endpoint("OIDC_OP_LOGOUT_ENDPOINT", "end_session_endpoint")
+    except ProviderUnavailable as exc:
+        log.warning("Logged out of the platform only: %s", exc)
+        return local
+    query = urlencode(
+        {
+            "id_token_hint": id_token,
+            "client_id": settings.OIDC_RP_CLIENT_ID,
+            "post_logout_redirect_uri": request.build_absolute_uri(local),
+        }
+    )
+    return f"{end_session}{'&' if '?' in end_session else '?'}{query}"
+
+
+class Logout(OIDCLogoutView):
+    """Django's logout (POST only; the user_logged_out signal writes the audit entry), then
+    logout_url()."""
+
+    http_method_names = ["post"]

@@ -8,5 +8,6 @@ urlpatterns = [
     path("login/", login.LoginView.as_view(), name="login"),
     path("oidc/start/", oidc.LoginStart.as_view(), name="oidc_authentication_init"),
     path("oidc/callback/", oidc.LoginCallback.as_view(), name="oidc_authentication_callback"),
+    path("logout/", oidc.Logout.as_view(), name="logout"),
     path("", include("django.contrib.auth.urls")),
 ]

@@ -211,6 +211,13 @@ OIDC_OP_AUTHORIZATION_ENDPOINT = os.environ.get("OIDC_OP_AUTHORIZATION_ENDPOINT"
 OIDC_OP_TOKEN_ENDPOINT = os.environ.get("OIDC_OP_TOKEN_ENDPOINT", "")
 OIDC_OP_USER_ENDPOINT = os.environ.get("OIDC_OP_USER_ENDPOINT", "")
 OIDC_OP_JWKS_ENDPOINT = os.environ.get("OIDC_OP_JWKS_ENDPOINT", "")
+OIDC_OP_LOGOUT_ENDPOINT = os.environ.get("OIDC_OP_LOGOUT_ENDPOINT", "")
+# Log out of a session an OpenID login made logs out at the provider too (its end-session
+# endpoint, which sends the browser back to the login page: register that address with it).
+OIDC_LOGOUT_AT_PROVIDER = envbool("OIDC_LOGOUT_AT_PROVIDER", "1")
+OIDC_OP_LOGOUT_URL_METHOD = "accounts.oidc.logout_url"
+# The login's ID token stays in the session, as the provider's hint of whom to log out.
+OIDC_STORE_ID_TOKEN = True
 OIDC_USE_PKCE = True
 OIDC_USE_NONCE = True
 OIDC_TIMEOUT = envint("OIDC_TIMEOUT", "10")

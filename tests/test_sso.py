@@ -197,6 +197,65 @@ def test_a_callback_with_an_unknown_state_is_refused(client, sso):
     assert not User.objects.filter(username="quinn").exists()
 
 
+def test_logging_out_of_a_session_the_provider_made_logs_out_there_too(client, sso):
+    set_claims(sso, "rosa-sub", preferred_username="rosa")
+    log_in_at_provider(client, "rosa-sub")
+    assert logged_in(client)
+    answer = client.post(reverse("logout"))
+    assert logged_out(client)
+    assert AuditEntry.objects.filter(action=AuditEntry.Action.LOGOUT, actor__username="rosa").count() == 1
+
+    # The browser goes to the provider's end-session endpoint, with the login's ID token as
+    # the hint and the way back to the login page.
+    location = urlsplit(answer["Location"])
+    discovered = requests.get(f"{sso}/.well-known/openid-configuration", timeout=5).json()
+    assert f"{location.scheme}://{location.netloc}{location.path}" == discovered["end_session_endpoint"]
+    params = {k: v[0] for k, v in parse_qs(location.query).items()}
+    assert params["client_id"] == CLIENT_ID
+    assert params["post_logout_redirect_uri"] == "http://testserver" + reverse("login")
+    hint = jwt.decode(params["id_token_hint"], options={"verify_signature": False})
+    assert (hint["sub"], hint["aud"], hint["iss"]) == ("rosa-sub", [CLIENT_ID], sso)
+    # The provider asks the person to confirm, then sends them back to the login page.
+    asked = requests.get(answer["Location"], timeout=5)
+    assert asked.status_code == 200
+    back = requests.post(
+        f"{sso}/oauth2/end_session/confirm",
+        data={"redirect_uri": params["post_logout_redirect_uri"]},
+        allow_redirects=False,
+        timeout=5,
+    )
+    assert back.status_code == 302 and back.headers["Location"] == "http://testserver" + reverse("login")
+
+
+def test_a_password_session_logs_out_of_the_platform_only(client, sso, alice):
+    client.force_login(alice)
+    answer = client.post(reverse("logout"))
+    assert answer.status_code == 302 and answer["Location"] == reverse("login")
+    assert logged_out(client)
+
+
+def test_logging_out_at_the_provider_can_be_switched_off(client, sso, settings):
+    settings.OIDC_LOGOUT_AT_PROVIDER = False
+    set_claims(sso, "sven-sub", preferred_username="sven")
+    log_in_at_provider(client, "sven-sub")
+    answer = client.post(reverse("logout"))
+    assert answer["Location"] == reverse("login") and logged_out(client)
+
+
+def test_a_provider_gone_at_logout_still_logs_out_of_the_platform(client, sso, settings):
+    set_claims(sso, "tove-sub", preferred_username="tove")
+    log_in_at_provider(client, "tove-sub")
+    settings.OIDC_ISSUER = f"http://127.0.0.1:{free_port()}"  # nothing answers there
+    answer = client.post(reverse("logout"))
+    assert answer["Location"] == reverse("login") and logged_out(client)
+
+
+def test_logout_takes_no_get(client, alice):
+    client.force_login(alice)
+    assert client.get(reverse("logout")).status_code == 405
+    assert logged_in(client)
+
+
 def real_id_token(provider, client_id, sub, nonce):
     """An ID token the provider signed for `client_id`, by the code flow without a browser."""
     discovered = requests.get(f"{provider}/.well-known/openid-configuration", timeout=5).json()
