@@ -59,6 +59,8 @@ def test_a_worker_exports_a_snapshot_as_each_format_and_the_page_hears_of_it(cli
     assert {fmt: r.status_code for fmt, r in created.items()} == {"onnx": 201, "stablehlo": 201}
     ids = {fmt: r.json()["id"] for fmt, r in created.items()}
     assert created["onnx"].json()["status"] == "queued" and created["onnx"].json()["download"] is None
+    assert created["onnx"].json()["requested_by"] == alice.username
+    assert Export.objects.get(pk=ids["onnx"]).requested_by == alice
     # Asking again while it is under way is the same job.
     again = api("post", exports_url(experiment, snapshot.epoch), data={"format": "onnx"})
     assert again.status_code == 200 and again.json()["id"] == ids["onnx"]
@@ -217,6 +219,7 @@ def test_the_access_rule_covers_every_page_endpoint_and_download(client, alice, 
     for user, status in ((charlie, 404), (bob, 201)):
         posted = apis[user.username]("post", exports_url(experiment, snapshot.epoch), data={"format": "stablehlo"})
         assert posted.status_code == status, user
+    assert posted.json()["requested_by"] == "bob"  # a member's, not the owner's
     client.force_login(charlie)
     assert (
         client.post(reverse("snapshot-exports", args=[experiment.pk, snapshot.pk]), {"format": "onnx"}).status_code

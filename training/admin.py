@@ -44,10 +44,10 @@ class ExportLogInline(JobLogInline):
 
 @admin.register(Export)
 class ExportAdmin(JobAdmin):
-    list_display = ["id", "experiment", "snapshot_epoch", "format", "status", "size_bytes", "created"]
+    list_display = ["id", "experiment", "snapshot_epoch", "format", "status", "size_bytes", "requested_by", "created"]
     list_filter = ["status", "format"]
-    list_select_related = ["experiment"]
-    search_fields = ["experiment__name"]
-    raw_id_fields = ["experiment", "snapshot"]
+    list_select_related = ["experiment", "requested_by"]
+    search_fields = ["experiment__name", "requested_by__username"]
+    raw_id_fields = ["experiment", "snapshot", "requested_by"]
     readonly_fields = ["path", "size_bytes"]
     inlines = [ExportLogInline]

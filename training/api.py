@@ -319,12 +319,13 @@ NewExport = form_serializer(ExportForm, "NewExport")
 class ExportSerializer(serializers.ModelSerializer):
     snapshot = serializers.FloatField(source="snapshot_epoch", help_text="The snapshot's epoch.")
     download = serializers.SerializerMethodField()
+    requested_by = serializers.StringRelatedField(help_text="The username of who asked for it.")
 
     class Meta:
         model = Export
         fields = [
-            "id", "experiment", "snapshot", "format", "status", "error", "attempts", "size_bytes", "created",
-            "started", "finished", "download",
+            "id", "experiment", "snapshot", "format", "status", "error", "attempts", "size_bytes", "requested_by",
+            "created", "started", "finished", "download",
         ]  # fmt: skip
 
     def get_download(self, export) -> str | None:
@@ -364,7 +365,9 @@ class SnapshotExports(APIView):
 class ExportDetail(APIView):
     @extend_schema(summary="An export: its status, the reason it failed, its download", responses=ExportSerializer)
     def get(self, request, pk):
-        export = get_visible_or_404(Export.objects.select_related("experiment__dataset"), request.user, pk=pk)
+        export = get_visible_or_404(
+            Export.objects.select_related("experiment__dataset", "requested_by"), request.user, pk=pk
+        )
         return Response(ExportSerializer(export, context={"request": request}).data)
 
 

@@ -264,6 +264,10 @@ class Export(Job):
     snapshot = models.ForeignKey(Snapshot, models.SET_NULL, null=True, blank=True, related_name="exports")
     snapshot_epoch = models.FloatField()
     format = models.CharField(max_length=10, choices=config.EXPORT_FORMAT_CHOICES)
+    # Who asked for it; an account deleted later leaves the export.
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     path = models.CharField(max_length=1000, blank=True)
     size_bytes = models.PositiveBigIntegerField(default=0)
 
@@ -318,7 +322,11 @@ class Export(Job):
             raise PermissionDenied(problem)
         with transaction.atomic():
             export = cls.objects.create(
-                experiment=snapshot.experiment, snapshot=snapshot, snapshot_epoch=snapshot.epoch, format=fmt
+                experiment=snapshot.experiment,
+                snapshot=snapshot,
+                snapshot_epoch=snapshot.epoch,
+                format=fmt,
+                requested_by=user,
             )
             export.submit(f"Queued: {export}")
         return export, True

@@ -311,7 +311,7 @@ def export_cells(experiment, snapshots):
     """Per snapshot, per format: its latest export (or None) and, where the format cannot
     hold the network, why."""
     latest = {}
-    for export in experiment.exports.filter(snapshot__in=snapshots):
+    for export in experiment.exports.filter(snapshot__in=snapshots).select_related("requested_by"):
         latest.setdefault((export.snapshot_id, export.format), export)
     return [
         [
