@@ -1,5 +1,6 @@
-"""What the browser tests share: a real daphne and worker serving the test database, and
-Debian's Chromium driven by Playwright (its own browser download does not work offline)."""
+"""What the browser tests share: the real web tier (scripts/web.sh, as `make run` starts it)
+and a worker serving the test database, and Debian's Chromium driven by Playwright (its own
+browser download does not work offline)."""
 
 import contextlib
 import os
@@ -27,32 +28,48 @@ def free_port():
         return s.getsockname()[1]
 
 
+def web_tier(port, log, processes=1, **env):
+    """scripts/web.sh (uvicorn serving config.serve, as `make run` starts it) against the test
+    database on 127.0.0.1:`port`, `processes` processes, its output to the file `log`; `env`
+    adds to its environment. The process, started."""
+    env = subprocess_env(HOST="127.0.0.1", PORT=str(port), WEB_PROCESSES=str(processes), **env)
+    return subprocess.Popen(
+        ["bash", "scripts/web.sh"], cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT
+    )
+
+
+@contextlib.contextmanager
+def serving(log, processes=1, name="localhost", **env):
+    """web_tier() on a free port while the block runs; yields its base URL, with the host
+    called `name`."""
+    port = free_port()
+    process = web_tier(port, log, processes, **env)
+    try:
+        wait_for_port(port, process, lambda: f"the web tier did not start:\n{Path(log).read_text()}", seconds=60)
+        yield f"http://{name}:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 @pytest.fixture
 def platform_server():
-    """daphne serving config.asgi, and one worker per queue, as `make run` starts them."""
-    port = free_port()
-    env = subprocess_env()
+    """The web tier and one worker per queue, as `make run` starts them."""
     log_dir = Path(os.environ["PLATFORM_TEST_DIR"])
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-            cwd=ROOT, env=env, stdout=open(log_dir / "daphne.log", "w"), stderr=subprocess.STDOUT,
-        ),
-        subprocess.Popen(
-            [sys.executable, "manage.py", "rqworker", "datasets", "training"],
-            cwd=ROOT, env=env, stdout=open(log_dir / "worker.log", "w"), stderr=subprocess.STDOUT,
-        ),
-    ]  # fmt: skip
-    wait_for_port(port, processes[0], f"daphne did not start; see {log_dir / 'daphne.log'}")
-    yield f"http://localhost:{port}"
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        process.wait(timeout=20)
-    # Shown by pytest only when the test failed: what the worker did meanwhile.
-    for name in ("worker.log", "daphne.log"):
-        lines = (log_dir / name).read_text(errors="replace").splitlines()
-        print(f"--- the last lines of {name} ---", *lines[-60:], sep="\n")
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "rqworker", "datasets", "training"],
+        cwd=ROOT, env=subprocess_env(), stdout=open(log_dir / "worker.log", "w"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        with serving(log_dir / "web.log") as base:
+            yield base
+    finally:
+        worker.terminate()
+        worker.wait(timeout=20)
+        # Shown by pytest only when the test failed: what the worker and the web tier did.
+        for name in ("worker.log", "web.log"):
+            lines = (log_dir / name).read_text(errors="replace").splitlines()
+            print(f"--- the last lines of {name} ---", *lines[-60:], sep="\n")
 
 
 def wait_for_port(port, process, failure, seconds=30):

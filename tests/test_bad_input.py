@@ -25,7 +25,7 @@ from accounts.models import Visibility
 from datasets import rules
 from datasets.models import Dataset
 from models.networks import build_network, estimate_memory, train_mode
-from tests.browser import free_port, wait_for_port
+from tests.browser import serving
 from tests.conftest import ROOT, subprocess_env
 from tests.factories import make_dataset, make_experiment, make_token
 from training import engine, solvers
@@ -46,22 +46,11 @@ def digits():
 
 
 @pytest.fixture
-def daphne(tmp_path):
-    """A real daphne serving config.asgi against the test database; yields (port, log path)."""
-    port = free_port()
-    log = tmp_path / "daphne.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-            cwd=ROOT,
-            env=subprocess_env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    wait_for_port(port, process, lambda: f"daphne did not start:\n{log.read_text()}")
-    yield port, log
-    process.terminate()
-    process.wait(timeout=20)
+def web_tier(tmp_path):
+    """The web tier (scripts/web.sh) serving the test database; yields (port, log path)."""
+    log = tmp_path / "web.log"
+    with serving(log) as base:
+        yield int(base.rsplit(":", 1)[1]), log
 
 
 # --- an idle WebSocket ------------------------------------------------------------------------
@@ -69,8 +58,8 @@ def daphne(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_an_idle_experiment_socket_stays_open_for_a_minute(client, alice, daphne):
-    port, log = daphne
+def test_an_idle_experiment_socket_stays_open_for_a_minute(client, alice, web_tier):
+    port, log = web_tier
     experiment = make_experiment(alice)
     client.force_login(alice)
     cookie = f"sessionid={client.cookies['sessionid'].value}"

@@ -1,5 +1,5 @@
 """A new user's whole path through the pages, in a real Chromium (Debian's), against a
-real daphne and real RQ workers."""
+the real web tier and real RQ workers."""
 
 import json
 

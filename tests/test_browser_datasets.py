@@ -1,5 +1,5 @@
 """A team's own images, from the browser: upload a zip of class folders, watch the build's
-progress arrive over the WebSocket, open the gallery.  Real Chromium, daphne and worker."""
+progress arrive over the WebSocket, open the gallery.  Real Chromium, web tier and worker."""
 
 import json
 import re

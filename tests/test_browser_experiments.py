@@ -1,5 +1,5 @@
 """Customize a network in the editor, visualize it, train it, abort and resume — in a
-real Chromium against a real daphne and a real worker."""
+real Chromium against the real web tier and a real worker."""
 
 import re
 

@@ -1,12 +1,10 @@
 """The console and the sweep page follow the jobs without reloading, in a real Chromium
-against a real daphne: a new experiment made by another request appears, its progress
+against the real web tier: a new experiment made by another request appears, its progress
 and status change, and it moves to "Finished"; a sweep's rows fill in as its members
 train and finish. The job's side is the code a worker runs (Job.claim, training.jobs.Run,
 Job.finish), called from the test, so no training is needed to drive it."""
 
 import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -15,8 +13,7 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts.models import User, Visibility
-from tests.browser import browser_page, free_port, shot, wait_for_port
-from tests.conftest import ROOT, subprocess_env
+from tests.browser import browser_page, serving, shot
 from tests.factories import make_dataset, make_experiment
 from training.forms import data_with_defaults
 from training.jobs import Run
@@ -27,17 +24,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture
 def web_server():
-    """daphne alone: no worker takes the jobs, the test plays the worker."""
-    port = free_port()
-    log = open(Path(os.environ["PLATFORM_TEST_DIR"]) / "daphne-console.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-        cwd=ROOT, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    wait_for_port(port, process, "daphne did not start")
-    yield f"http://localhost:{port}"
-    process.terminate()
-    process.wait(timeout=20)
+    """The web tier alone: no worker takes the jobs, the test plays the worker."""
+    with serving(Path(os.environ["PLATFORM_TEST_DIR"]) / "web-console.log") as base:
+        yield base
 
 
 def as_a_worker(work):

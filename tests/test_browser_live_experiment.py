@@ -1,6 +1,6 @@
 """The experiment page follows a running experiment without reloading: its status
 history, its snapshot table as retention removes rows, its buttons and its charts at
-iteration resolution — in a real Chromium against a real daphne and a real worker."""
+iteration resolution — in a real Chromium against the real web tier and a real worker."""
 
 import threading
 

@@ -1,19 +1,16 @@
 """Working together from the browser, signed in by the organisation: log in through a real
 OpenID provider (oidc-provider-mock, its own process) with real redirects, create a team, add
-a colleague, share a dataset with the team, and see it as the colleague. Real Chromium and
-daphne against the test database."""
+a colleague, share a dataset with the team, see it as the colleague, and log out at the
+provider too. Real Chromium and the real web tier against the test database."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from accounts.models import Membership, Source, User, Visibility
 from datasets.models import Dataset
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, free_port, shot, wait_for_port
-from tests.conftest import ROOT, subprocess_env
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, serving, shot
 from tests.factories import make_dataset
 from tests.test_sso import CLIENT_ID, provider, set_claims  # noqa: F401 - provider is a fixture
 
@@ -22,25 +19,15 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture
 def sso_server(provider):  # noqa: F811
-    """daphne serving config.asgi with OpenID Connect pointed at the provider."""
-    port = free_port()
-    env = subprocess_env(
-        OIDC_ISSUER=provider, OIDC_CLIENT_ID=CLIENT_ID, OIDC_CLIENT_SECRET="platform-secret", OIDC_NAME="Example Corp"
-    )
-    log = Path(os.environ["PLATFORM_TEST_DIR"]) / "daphne-sso.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=open(log, "w"),
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for_port(port, process, f"daphne did not start; see {log}")
-        yield f"http://localhost:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    """The web tier with OpenID Connect pointed at the provider."""
+    with serving(
+        Path(os.environ["PLATFORM_TEST_DIR"]) / "web-sso.log",
+        OIDC_ISSUER=provider,
+        OIDC_CLIENT_ID=CLIENT_ID,
+        OIDC_CLIENT_SECRET="platform-secret",
+        OIDC_NAME="Example Corp",
+    ) as base:
+        yield base
 
 
 def log_in_through_the_provider(page, server, sub):
@@ -126,6 +113,15 @@ def test_log_in_by_the_provider_share_a_dataset_with_a_new_team_and_the_colleagu
             # The directory's login left the team made on the platform alone.
             assert Membership.objects.filter(user=kai, team__name="Optics").exists()
             assert Dataset.objects.visible_to(kai).filter(pk=dataset.pk).exists()
+
+            # Log out ends the session at the provider as well, which sends the browser back.
+            kai_page.click("button:has-text('Log out')")
+            kai_page.wait_for_url(provider + "/oauth2/end_session*")
+            kai_page.click("button:has-text('End session')")
+            kai_page.wait_for_url(sso_server + "/accounts/login/")
+            expect(kai_page.locator("text=Log in with Example Corp")).to_be_visible()
+            kai_page.goto(sso_server + "/datasets/")
+            assert kai_page.url.startswith(sso_server + "/accounts/login/")  # logged out here too
             kai_context.close()
         finally:
             browser.close()

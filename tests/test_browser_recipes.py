@@ -1,5 +1,5 @@
 """The new-experiment page fills in each network's default recipe, in a real Chromium
-against a real daphne."""
+against the real web tier."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""The command-line client, `python -m dlp`, against a real daphne and a real worker: log in
+"""The command-line client, `python -m dlp`, against the real web tier and a real worker: log in
 with a token, upload an archive of real handwritten digits, train on it while following the
 experiment's WebSocket, download the snapshot, abort a run, and the refusals in plain words."""
 

@@ -4,7 +4,7 @@ number missing gets what it missed from the database.
 
 alice is an admin of team Vision and owns things; bob is a plain member of Vision; charlie
 is in another team. Real Redis channel layer, real database, the ASGI application itself;
-the browser tests below drive Chromium against a real daphne and worker.
+the browser tests below drive Chromium against the real web tier and worker.
 """
 
 import asyncio

@@ -25,7 +25,7 @@ from django.utils import timezone
 from datasets.models import Dataset
 from jobs import recovery
 from jobs.models import this_worker
-from tests.browser import free_port
+from tests.browser import free_port, web_tier
 from tests.conftest import ROOT, subprocess_env
 from tests.factories import make_dataset, make_experiment, make_token
 from tests.test_training import experiment_form, mnist_dataset  # noqa: F401 - a fixture
@@ -233,12 +233,11 @@ def test_with_redis_down_pages_answer_work_is_kept_and_runs_when_it_is_back(
     device = workers.device_queue_name(host, [])
     worker_env = {**env, workers.ENV_QUEUE: device, workers.ENV_LABEL: f"CPU on {host}", "JAX_PLATFORMS": "cpu"}
     port = free_port()
-    worker_log, web_log = tmp_path / "worker.log", tmp_path / "daphne.log"
+    worker_log, web_log = tmp_path / "worker.log", tmp_path / "web.log"
     processes = [
         subprocess.Popen([*WORKER, "datasets", "training"], cwd=ROOT, env=worker_env, stdout=open(worker_log, "w"),
                          stderr=subprocess.STDOUT),
-        subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"
-                          ], cwd=ROOT, env=env, stdout=open(web_log, "w"), stderr=subprocess.STDOUT),
+        web_tier(port, web_log, REDIS_URL=redis_server.url),
     ]  # fmt: skip
     import redis as redis_client
 
@@ -252,7 +251,7 @@ def test_with_redis_down_pages_answer_work_is_kept_and_runs_when_it_is_back(
 
     try:
         wait_for(device_listed, 60, "the worker to register", worker_log)
-        wait_for(lambda: http(f"http://127.0.0.1:{port}/accounts/login/")[0] == 200, 60, "daphne", web_log)
+        wait_for(lambda: http(f"http://127.0.0.1:{port}/accounts/login/")[0] == 200, 60, "the web tier", web_log)
         client.force_login(alice)
         cookie = f"sessionid={client.cookies['sessionid'].value}"
         token = make_token(alice).key

@@ -9,7 +9,6 @@ the last one starts scripts/web.sh as `make run` does."""
 import asyncio
 import contextlib
 import json
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,8 +19,7 @@ from websockets.sync.client import connect
 from accounts.models import AuditEntry, FailedLogin
 from config.serve import no_sends_after_close, pages_in_turn
 from jobs.events import broadcast
-from tests.browser import free_port, wait_for_port
-from tests.conftest import ROOT, subprocess_env
+from tests.browser import serving
 from tests.factories import make_experiment
 from training.models import Experiment
 
@@ -230,28 +228,17 @@ def test_sockets_take_no_turns_and_nothing_is_sent_after_they_close():
 
 
 @contextlib.contextmanager
-def serving(tmp_path, **env):
+def running_web_tier(tmp_path, processes=2, **env):
     """scripts/web.sh against the test database, two processes with one page turn each
-    unless `env` says otherwise; yields (base URL, log path)."""
-    port = free_port()
+    unless told otherwise; yields (base URL, log path)."""
     log = tmp_path / "web.log"
-    env = subprocess_env(
-        **{"HOST": "127.0.0.1", "PORT": str(port), "WEB_PROCESSES": "2", "WEB_PAGE_THREADS": "1", **env}
-    )
-    process = subprocess.Popen(
-        ["bash", "scripts/web.sh"], cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT
-    )
-    try:
-        wait_for_port(port, process, lambda: f"the web tier did not start:\n{log.read_text()}", seconds=60)
-        yield f"http://127.0.0.1:{port}", log
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with serving(log, processes, name="127.0.0.1", **{"WEB_PAGE_THREADS": "1", **env}) as base:
+        yield base, log
 
 
 @pytest.fixture
 def web_tier(tmp_path):
-    with serving(tmp_path) as served:
+    with running_web_tier(tmp_path) as served:
         yield served
 
 
@@ -284,7 +271,7 @@ def test_the_web_tier_serves_pages_at_once_and_forwards_events_meanwhile(client,
 def test_a_trusted_proxy_names_the_client_for_the_audit_log_and_the_login_limit(alice, tmp_path, trusted, recorded):
     # The test's requests come from 127.0.0.1, standing in for a proxy; believed only when
     # FORWARDED_ALLOW_IPS lists it.
-    with serving(tmp_path, FORWARDED_ALLOW_IPS=trusted, WEB_PROCESSES="1") as (base, log):
+    with running_web_tier(tmp_path, processes=1, FORWARDED_ALLOW_IPS=trusted) as (base, log):
         session = requests.Session()
         session.get(base + "/accounts/login/", timeout=30)
         form = {"username": "alice", "password": "not-alices", "csrfmiddlewaretoken": session.cookies["csrftoken"]}
