@@ -93,6 +93,31 @@ def set_editor(page, text):
     page.evaluate("text => document.querySelector('.CodeMirror').CodeMirror.setValue(text)", text)
 
 
+def log_in(page, server, username, password):
+    """The login page's form, filled in and sent."""
+    page.goto(server + "/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+
+
+def held_back(page, pattern):
+    """Holds back the page's first request matching `pattern` (Playwright's URL glob) and
+    lets later ones through: returns the list that gets the held route, once the page has
+    sent it (continue it with `.continue_()`)."""
+    held = []
+    page.route(pattern, lambda route: route.continue_() if held else held.append(route))
+    return held
+
+
+def wait_until_held(page, held, what):
+    for _ in range(200):  # Playwright hands the route over while the page is waited on
+        if held:
+            return held[0]
+        page.wait_for_timeout(50)
+    pytest.fail(f"the page did not ask for {what}")
+
+
 def shot(page, name):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)

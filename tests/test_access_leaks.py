@@ -25,7 +25,7 @@ from accounts.models import Membership, Team, User, Visibility
 from config.asgi import application
 from datasets.models import Dataset
 from jobs.events import CLOSE_ACCESS_LOST, GroupConsumer
-from tests.browser import browser_page, platform_server, shot  # noqa: F401 - platform_server is a fixture
+from tests.browser import browser_page, log_in, platform_server, shot  # noqa: F401 - platform_server is a fixture
 from tests.dataset_fixtures import color_folder, fresh_folder  # noqa: F401 - fixtures
 from tests.factories import make_dataset, make_experiment, make_token
 from training.forms import data_with_defaults
@@ -595,10 +595,7 @@ def test_the_settings_page_and_a_page_that_loses_its_access(platform_server, ali
     dataset = make_dataset(alice, name="vision faces", visibility=Visibility.TEAM, team=team)
     experiment = make_experiment(alice, dataset, name="vision lenet", visibility=Visibility.TEAM, team=team)
     with browser_page(monkeypatch) as page:
-        page.goto(platform_server + "/accounts/login/")
-        page.fill("#id_username", "alice")
-        page.fill("#id_password", "alice-password")
-        page.click("button[type=submit]")
+        log_in(page, platform_server, "alice", "alice-password")
         page.goto(platform_server + experiment.get_absolute_url())
         page.click("#settings-link")
         expect(page.locator("h1")).to_have_text("Settings of vision lenet")
@@ -606,10 +603,7 @@ def test_the_settings_page_and_a_page_that_loses_its_access(platform_server, ali
         shot(page, "experiment-settings")
 
         page.context.clear_cookies()
-        page.goto(platform_server + "/accounts/login/")
-        page.fill("#id_username", "bob")
-        page.fill("#id_password", "bob-password")
-        page.click("button[type=submit]")
+        log_in(page, platform_server, "bob", "bob-password")
         page.goto(platform_server + experiment.get_absolute_url())
         expect(page.locator("body")).to_have_attribute("data-live", "connected")
         Membership.objects.filter(user=bob).delete()

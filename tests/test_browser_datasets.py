@@ -7,7 +7,7 @@ import re
 import pytest
 
 from accounts.models import Membership, Team, User
-from tests.browser import browser_page, platform_server, shot  # noqa: F401 - platform_server is a fixture
+from tests.browser import browser_page, log_in, platform_server, shot  # noqa: F401 - platform_server is a fixture
 from tests.dataset_fixtures import color_tree, zip_of
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -24,10 +24,7 @@ def test_upload_a_zip_watch_it_build_and_explore_it(platform_server, tmp_path, m
         events = []
         page.on("websocket", lambda ws: ws.on("framereceived", lambda frame: events.append(json.loads(frame))))
 
-        page.goto(platform_server + "/accounts/login/")
-        page.fill("#id_username", "erin")
-        page.fill("#id_password", "erin-password-1")
-        page.click("button[type=submit]")
+        log_in(page, platform_server, "erin", "erin-password-1")
         page.click("text=New dataset")
 
         page.fill("#id_name", "Shapes")

@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from accounts.models import User
 from datasets.models import Dataset
-from tests.browser import browser_page, platform_server, set_editor, shot  # noqa: F401 - platform_server is a fixture
+from tests.browser import browser_page, log_in, platform_server, set_editor, shot  # noqa: F401 - platform_server is a fixture
 from training.models import EpochMetric, Experiment
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -30,10 +30,7 @@ def test_customize_visualize_train_abort_resume(platform_server, mnist_root, mon
     from playwright.sync_api import expect
 
     with browser_page(monkeypatch) as page:
-        page.goto(platform_server + "/accounts/login/")
-        page.fill("#id_username", "fay")
-        page.fill("#id_password", "fay-password-1")
-        page.click("button[type=submit]")
+        log_in(page, platform_server, "fay", "fay-password-1")
         page.click("#datasets a:has-text('digits')")
         expect(page.locator("#status")).to_have_text("Ready", timeout=120_000)
 

@@ -13,7 +13,7 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts.models import User, Visibility
-from tests.browser import browser_page, serving, shot
+from tests.browser import browser_page, log_in, serving, shot
 from tests.factories import make_dataset, make_experiment
 from training.forms import data_with_defaults
 from training.jobs import Run
@@ -36,20 +36,13 @@ def as_a_worker(work):
     thread.join()
 
 
-def sign_in(page, server, username, password):
-    page.goto(server + "/accounts/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", password)
-    page.click("button[type=submit]")
-
-
 def test_the_console_shows_a_new_experiment_its_progress_and_its_end(web_server, monkeypatch):
     from playwright.sync_api import expect
 
     user = User.objects.create_user("gus", password="gus-password-1")
     dataset = make_dataset(user, name="digits", width=28, height=28)
     with browser_page(monkeypatch) as page:
-        sign_in(page, web_server, "gus", "gus-password-1")
+        log_in(page, web_server, "gus", "gus-password-1")
         page.goto(web_server + "/")
         expect(page.locator("body[data-console-live=connected]")).to_have_count(1)
         expect(page.locator("#active-experiments tr.empty")).to_have_count(1)
@@ -97,7 +90,7 @@ def test_a_new_row_on_another_page_is_counted_not_inserted(web_server, monkeypat
     for index in range(26):  # one more than a page
         make_experiment(user, dataset, name=f"old run {index}", status=Experiment.Status.RUNNING)
     with browser_page(monkeypatch) as page:
-        sign_in(page, web_server, "gus", "gus-password-1")
+        log_in(page, web_server, "gus", "gus-password-1")
         page.goto(web_server + "/?ap=2")
         expect(page.locator("body[data-console-live=connected]")).to_have_count(1)
         newest = make_experiment(user, dataset, name="newest run", status=Experiment.Status.QUEUED)
@@ -113,7 +106,7 @@ def test_an_outsider_console_never_shows_the_row(web_server, monkeypatch):
     User.objects.create_user("ivy", password="ivy-password-1")
     dataset = make_dataset(owner)
     with browser_page(monkeypatch) as page:
-        sign_in(page, web_server, "ivy", "ivy-password-1")
+        log_in(page, web_server, "ivy", "ivy-password-1")
         page.goto(web_server + "/")
         expect(page.locator("body[data-console-live=connected]")).to_have_count(1)
         hidden = make_experiment(owner, dataset, name="private run", status=Experiment.Status.RUNNING)
@@ -141,7 +134,7 @@ def test_the_sweep_page_fills_in_as_its_members_train_and_finish(web_server, mon
     with browser_page(monkeypatch) as page:
         errors = []
         page.on("pageerror", lambda error: errors.append(str(error)))
-        sign_in(page, web_server, "gus", "gus-password-1")
+        log_in(page, web_server, "gus", "gus-password-1")
         page.goto(web_server + sweep.get_absolute_url())
         expect(page.locator("body[data-live=connected]")).to_have_count(1)
         page.wait_for_timeout(500)

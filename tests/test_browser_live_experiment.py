@@ -12,7 +12,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from accounts.models import User
-from tests.browser import browser_page, platform_server, shot  # noqa: F401 - platform_server is a fixture
+from tests.browser import browser_page, log_in, platform_server, shot  # noqa: F401 - platform_server is a fixture
 from tests.factories import make_dataset
 from training.forms import data_with_defaults
 from training.models import Experiment
@@ -77,10 +77,7 @@ def watch(platform_server, experiment, monkeypatch):  # noqa: F811
     with browser_page(monkeypatch) as page:
         errors = []
         page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(platform_server + "/accounts/login/")
-        page.fill("#id_username", "gus")
-        page.fill("#id_password", "gus-password-1")
-        page.click("button[type=submit]")
+        log_in(page, platform_server, "gus", "gus-password-1")
         page.goto(platform_server + experiment.get_absolute_url())
         # Anything this page does from here on must happen without a reload: a reload drops the mark.
         page.evaluate("window.sameDocument = true")

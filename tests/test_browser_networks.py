@@ -8,7 +8,7 @@ import pytest
 
 from accounts.models import Membership, Team, User
 from models.models import SavedNetwork
-from tests.browser import browser_page, platform_server, set_editor, shot  # noqa: F401 - platform_server is a fixture
+from tests.browser import browser_page, held_back, log_in, platform_server, set_editor, shot, wait_until_held  # noqa: F401 - platform_server is a fixture
 
 # Visualize traces the network in the web process, on a machine that may be busy.
 SLOW = 30_000
@@ -21,10 +21,7 @@ def test_editor_dialog_and_library(platform_server, monkeypatch):  # noqa: F811
     from playwright.sync_api import expect
 
     with browser_page(monkeypatch) as page:
-        page.goto(platform_server + "/accounts/login/")
-        page.fill("#id_username", "gil")
-        page.fill("#id_password", "gil-password-1")
-        page.click("button[type=submit]")
+        log_in(page, platform_server, "gil", "gil-password-1")
 
         page.goto(platform_server + "/experiments/new/")
         # A standard network's table goes once the network is switched to a custom one.
@@ -108,27 +105,19 @@ def test_only_the_latest_visualize_is_drawn(platform_server, monkeypatch):  # no
     from playwright.sync_api import expect
 
     with browser_page(monkeypatch) as page:
-        page.goto(platform_server + "/accounts/login/")
-        page.fill("#id_username", "ivo")
-        page.fill("#id_password", "ivo-password-1")
-        page.click("button[type=submit]")
+        log_in(page, platform_server, "ivo", "ivo-password-1")
         page.goto(platform_server + "/experiments/new/")
 
-        held = []  # the first answer is held back; later ones go through
-        page.route("**/visualize/", lambda route: route.continue_() if held else held.append(route))
+        held = held_back(page, "**/visualize/")
         page.select_option("#customize-from", "network:lenet")
         expect(page.locator("#id_network_spec")).to_have_value(re.compile("type: conv"), timeout=SLOW)
-        for _ in range(200):  # Playwright hands the route over while the page is waited on
-            if held:
-                break
-            page.wait_for_timeout(50)
-        assert len(held) == 1, "Customize did not visualize the spec it loaded"
+        late = wait_until_held(page, held, "a Visualize of the spec Customize loaded")
 
         spec = page.input_value("#id_network_spec")
         set_editor(page, spec.replace("type: dense", "type: dnse", 1))
         page.click("#visualize")
         expect(page.locator("#visualize-error")).to_contain_text("dnse", timeout=SLOW)
-        held[0].continue_()  # the answer for the spec as it was, late
+        late.continue_()  # the answer for the spec as it was
         page.wait_for_timeout(1000)
         expect(page.locator("#visualize-error")).to_contain_text("dnse")
         expect(page.locator("#network-table tr.failed-layer")).to_have_count(1)

@@ -4,7 +4,7 @@ against the real web tier."""
 import pytest
 
 from accounts.models import User
-from tests.browser import browser_page, platform_server  # noqa: F401 - platform_server is a fixture
+from tests.browser import browser_page, held_back, log_in, platform_server, wait_until_held  # noqa: F401 - platform_server is a fixture
 from training import recipes
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -15,10 +15,7 @@ def test_choosing_a_network_or_a_length_fills_in_its_recipe(platform_server, mon
     from playwright.sync_api import expect
 
     with browser_page(monkeypatch) as page:
-        page.goto(platform_server + "/accounts/login/")
-        page.fill("#id_username", "gus")
-        page.fill("#id_password", "gus-password-1")
-        page.click("button[type=submit]")
+        log_in(page, platform_server, "gus", "gus-password-1")
         page.goto(platform_server + "/experiments/new/")
         lenet = recipes.RECIPES["lenet"]
         expect(page.locator("#id_solver")).to_have_value(lenet.solver)
@@ -53,10 +50,7 @@ def test_a_rate_typed_while_the_recipe_is_on_its_way_is_kept(platform_server, mo
     from playwright.sync_api import expect
 
     with browser_page(monkeypatch) as page:
-        page.goto(platform_server + "/accounts/login/")
-        page.fill("#id_username", "hal")
-        page.fill("#id_password", "hal-password-1")
-        page.click("button[type=submit]")
+        log_in(page, platform_server, "hal", "hal-password-1")
         page.goto(platform_server + "/experiments/new/")
         expect(page.locator("#recipe-summary")).to_contain_text("Recipe for LeNet, 30 epochs")
 
@@ -86,31 +80,20 @@ def test_the_rate_chart_draws_the_latest_preview(platform_server, monkeypatch): 
     from playwright.sync_api import expect
 
     with browser_page(monkeypatch) as page:
-        page.goto(platform_server + "/accounts/login/")
-        page.fill("#id_username", "ida")
-        page.fill("#id_password", "ida-password-1")
-        page.click("button[type=submit]")
+        log_in(page, platform_server, "ida", "ida-password-1")
         page.goto(platform_server + "/experiments/new/")
         expect(page.locator("#recipe-summary")).to_contain_text("Recipe for LeNet, 30 epochs")
         page.select_option("#id_lr_policy", "fixed")
         page.wait_for_function("Chart.getChart('lr-preview').data.datasets[0].data.every((p) => p.y === 0.003)")
 
-        held = []  # the answer for 0.5 is held back; later ones go through
-        page.route(
-            "**/lr-preview/?learning_rates=0.5*",
-            lambda route: route.continue_() if held else held.append(route),
-        )
+        held = held_back(page, "**/lr-preview/?learning_rates=0.5*")
         page.fill("#id_learning_rates", "0.5")
         page.locator("#id_learning_rates").dispatch_event("change")
-        for _ in range(200):  # Playwright hands the route over while the page is waited on
-            if held:
-                break
-            page.wait_for_timeout(50)
-        assert len(held) == 1, "the page did not preview the new rate"
+        late = wait_until_held(page, held, "a preview of the new rate")
         page.fill("#id_learning_rates", "0.25")
         page.locator("#id_learning_rates").dispatch_event("change")
         page.wait_for_function("Chart.getChart('lr-preview').data.datasets[0].data.every((p) => p.y === 0.25)")
         page.wait_for_timeout(600)  # past the typing's own preview, a quarter second after it
-        held[0].continue_()
+        late.continue_()
         page.wait_for_timeout(1000)
         assert page.evaluate("Chart.getChart('lr-preview').data.datasets[0].data.every((p) => p.y === 0.25)")

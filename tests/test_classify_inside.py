@@ -18,7 +18,7 @@ from sklearn.datasets import load_digits
 
 from accounts.models import Visibility
 from models.networks import build_network, describe
-from tests.browser import browser_page, free_port, platform_server, shot  # noqa: F401 - platform_server is a fixture
+from tests.browser import browser_page, free_port, log_in, platform_server, shot  # noqa: F401 - platform_server is a fixture
 from tests.factories import make_dataset, make_experiment
 from training import engine, fetch, inference, inside
 from training.models import Snapshot
@@ -468,10 +468,7 @@ def test_the_page_draws_the_layers_and_saliency_in_a_browser(
     digit = tmp_path / "three.png"
     digit.write_bytes(png(trained["digits"][3]))
     with browser_page(monkeypatch) as page:
-        page.goto(platform_server + "/accounts/login/")
-        page.fill("#id_username", "alice")
-        page.fill("#id_password", "alice-password")
-        page.click("button[type=submit]")
+        log_in(page, platform_server, "alice", "alice-password")
         page.goto(f"{platform_server}/experiments/{experiment.pk}/")
         page.set_input_files("#id_image", str(digit))
         page.check("#id_layers")

@@ -14,7 +14,7 @@ from django.urls import reverse
 from accounts.models import User, Visibility
 from evaluations import core
 from evaluations.models import Evaluation
-from tests.browser import browser_page, platform_server, shot  # noqa: F401 - platform_server is a fixture
+from tests.browser import browser_page, log_in, platform_server, shot  # noqa: F401 - platform_server is a fixture
 from tests.factories import make_dataset, make_experiment
 from training.models import EpochMetric
 
@@ -166,10 +166,7 @@ def test_the_compare_page_in_chromium(platform_server, monkeypatch):  # noqa: F8
                    [0.6, 0.8, 0.75], [0.1, 0.1, 0.1], seconds=4),
     )  # fmt: skip
     with browser_page(monkeypatch) as page:
-        page.goto(platform_server + "/accounts/login/")
-        page.fill("#id_username", "alice")
-        page.fill("#id_password", "alice-password")
-        page.click("button[type=submit]")
+        log_in(page, platform_server, "alice", "alice-password")
         expect(page.locator("#compare-form button")).to_be_disabled()
         page.check(f'input[value="{slow.pk}"][form="compare-form"]')
         page.check(f'input[value="{fast.pk}"][form="compare-form"]')

@@ -24,7 +24,7 @@ from datasets.models import Dataset
 from evaluations import core
 from evaluations.models import Evaluation
 from jobs.models import job_models
-from tests.browser import browser_page, platform_server, shot  # noqa: F401 - platform_server is a fixture
+from tests.browser import browser_page, log_in, platform_server, shot  # noqa: F401 - platform_server is a fixture
 from tests.conftest import ROOT, run_worker, subprocess_env
 from tests.factories import make_token
 from tests.test_training import experiment_form, websocket
@@ -562,10 +562,7 @@ def test_a_person_evaluates_the_test_folder_and_opens_a_cell(platform_server, tr
     dana = User.objects.create_user("dana", password="dana-password-1")
     experiment = make_trained(dana, trained_files)
     with browser_page(monkeypatch) as page:
-        page.goto(platform_server + "/accounts/login/")
-        page.fill("#id_username", "dana")
-        page.fill("#id_password", "dana-password-1")
-        page.click("button[type=submit]")
+        log_in(page, platform_server, "dana", "dana-password-1")
         page.goto(platform_server + experiment.get_absolute_url())
         page.click("#classify-many")
         page.check("input[name=source][value=folder]")

@@ -18,7 +18,7 @@ from django.utils.html import escape
 from accounts.models import Visibility
 from datasets.models import Dataset
 from jobs.models import job_models
-from tests.browser import browser_page, platform_server, shot  # noqa: F401 - platform_server is a fixture
+from tests.browser import browser_page, log_in, platform_server, shot  # noqa: F401 - platform_server is a fixture
 from tests.conftest import ROOT, run_worker, subprocess_env
 from tests.factories import make_token
 from tests.test_evaluations import make_trained, trained_files  # noqa: F401 - trained_files is a fixture
@@ -277,10 +277,7 @@ def test_a_person_exports_from_the_page_and_the_link_appears_live(platform_serve
     person = User.objects.create_user("dana", password="dana-password")
     experiment = make_trained(person, trained_files)
     with browser_page(monkeypatch) as page:
-        page.goto(platform_server + "/accounts/login/")
-        page.fill("#id_username", "dana")
-        page.fill("#id_password", "dana-password")
-        page.click("button[type=submit]")
+        log_in(page, platform_server, "dana", "dana-password")
         page.goto(platform_server + experiment.get_absolute_url())
         page.click('#snapshots button[value="stablehlo"]')
         # The worker's events reach the open page, which fetches the row's cell again.
