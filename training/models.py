@@ -265,9 +265,7 @@ class Export(Job):
     snapshot_epoch = models.FloatField()
     format = models.CharField(max_length=10, choices=config.EXPORT_FORMAT_CHOICES)
     # Who asked for it; an account deleted later leaves the export.
-    requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
-    )
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+")
     path = models.CharField(max_length=1000, blank=True)
     size_bytes = models.PositiveBigIntegerField(default=0)
 
