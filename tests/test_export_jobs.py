@@ -6,6 +6,7 @@ a snapshot deleted meanwhile is a clear failure."""
 import asyncio
 import io
 import json
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -283,5 +284,6 @@ def test_a_person_exports_from_the_page_and_the_link_appears_live(platform_serve
         # The worker's events reach the open page, which fetches the row's cell again.
         link = page.locator('#snapshots .export[data-format="stablehlo"] a')
         expect(link).to_have_attribute("href", Export.objects.get().get_download_url(), timeout=60_000)
+        expect(link).to_have_attribute("title", re.compile(r"^Exported \d+ \w+ \d{4} \d\d:\d\d, asked for by dana$"))
         shot(page, "experiment-export")
     assert Export.objects.get().status == "done"
