@@ -29,6 +29,21 @@ def clean_redis():
 
 
 @pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test database, which it drops at the end. Connections the consumers'
+    threads opened (one per thread, kept for reuse) would still be open then, and PostgreSQL
+    refuses to drop a database in use: they are ended first."""
+    yield
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+
+
+@pytest.fixture(scope="session")
 def mnist_root():
     """A slice of real MNIST as class folders of PNG files, under the import root."""
     root = Path(settings.DATA_IMPORT_ROOTS[0])
