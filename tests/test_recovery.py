@@ -25,7 +25,7 @@ from django.utils import timezone
 from datasets.models import Dataset
 from jobs import recovery
 from jobs.models import this_worker
-from tests.browser import free_port, web_tier
+from tests.browser import free_port, wait_for_port, web_tier
 from tests.conftest import ROOT, subprocess_env
 from tests.factories import make_dataset, make_experiment, make_token
 from tests.test_training import experiment_form, mnist_dataset  # noqa: F401 - a fixture
@@ -251,6 +251,7 @@ def test_with_redis_down_pages_answer_work_is_kept_and_runs_when_it_is_back(
 
     try:
         wait_for(device_listed, 60, "the worker to register", worker_log)
+        wait_for_port(port, processes[1], lambda: f"the web tier did not start:\n{web_log.read_text()}", seconds=60)
         wait_for(lambda: http(f"http://127.0.0.1:{port}/accounts/login/")[0] == 200, 60, "the web tier", web_log)
         client.force_login(alice)
         cookie = f"sessionid={client.cookies['sessionid'].value}"
